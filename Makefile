@@ -1,0 +1,42 @@
+# Feature Learning, Replicated: one command to build the site, one to run the tests.
+#   make book    create .venv, install everything, execute chapters (fast), build _build/html
+#   make test    create .venv if needed, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PROFILE ?= fast
+# torch is installed first, on its own; override to pin a build, e.g.
+#   make book TORCH_SPEC="torch==2.14.1 torchvision==0.29.1"
+TORCH_SPEC ?= torch torchvision
+
+.PHONY: book test test-fast check-site system-deps venv sync clean
+
+$(BIN)/featlearn: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e ".[book,test]"
+	@touch $@
+
+venv: $(BIN)/featlearn
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+book: system-deps venv
+	$(BIN)/featlearn build --profile $(PROFILE)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+check-site: venv
+	$(BIN)/python -m featlearn.sitecheck . --screenshots _build/screenshots
+
+sync: venv
+	$(BIN)/featlearn sync
+
+clean:
+	rm -rf _build

@@ -1,0 +1,341 @@
+"""Headline claims of a chapter: the paper's value, ours, and whether it holds.
+
+Why: the scorecard must be computed from what the chapters measured, never typed in.
+A chapter calls :func:`record` with a :class:`Rule`; ``holds`` is the rule applied to
+our measured value. Each record is shown in the notebook and carried, inside the
+notebook's own output, to the build, which gathers every claim into
+``_build/claims.json`` and the Scorecard page.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CLAIM_MIME",
+    "Claim",
+    "Rule",
+    "at_least",
+    "at_most",
+    "between",
+    "is_true",
+    "record",
+    "recorded",
+    "clear",
+    "set_context",
+    "claims_from_notebook",
+    "write_claims_json",
+    "scorecard_markdown",
+]
+
+#: MIME type under which a claim travels inside a notebook output.
+CLAIM_MIME = "application/vnd.featlearn.claim+json"
+
+_CONTEXT: dict[str, str] = {"chapter": "unknown", "profile": "unknown"}
+_RECORDED: list[Claim] = []
+
+
+def set_context(chapter: str, profile: str) -> None:
+    """Name the chapter and profile that later :func:`record` calls belong to."""
+    _CONTEXT["chapter"] = str(chapter)
+    _CONTEXT["profile"] = str(profile)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A stated test that decides whether a measured value supports a claim.
+
+    Build rules with :func:`at_least`, :func:`at_most`, :func:`between` or :func:`is_true`.
+    """
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+
+    def __call__(self, value: Any) -> bool:
+        if self.kind == "true":
+            if not isinstance(value, bool):
+                raise TypeError(f"rule 'is true' needs a bool value, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"rule {self.describe()!r} needs a real number, got {value!r}")
+        v = float(value)
+        if math.isnan(v):
+            return False
+        if self.low is not None and v < self.low:
+            return False
+        if self.high is not None and v > self.high:
+            return False
+        return True
+
+    def describe(self) -> str:
+        """The rule in words, shown next to the claim."""
+        if self.kind == "true":
+            return "holds if true"
+        if self.low is not None and self.high is not None:
+            return f"holds if {self.low:g} ≤ value ≤ {self.high:g}"
+        if self.low is not None:
+            return f"holds if value ≥ {self.low:g}"
+        return f"holds if value ≤ {self.high:g}"
+
+
+def at_least(threshold: float) -> Rule:
+    """Rule: the value must be at least ``threshold``."""
+    return Rule("range", low=float(threshold))
+
+
+def at_most(threshold: float) -> Rule:
+    """Rule: the value must be at most ``threshold``."""
+    return Rule("range", high=float(threshold))
+
+
+def between(low: float, high: float) -> Rule:
+    """Rule: the value must lie in ``[low, high]``."""
+    if low > high:
+        raise ValueError(f"between(low, high) needs low <= high, got {low} > {high}")
+    return Rule("range", low=float(low), high=float(high))
+
+
+def is_true() -> Rule:
+    """Rule: the (boolean) value must be true."""
+    return Rule("true")
+
+
+def _jsonable(value: Any) -> Any:
+    """Turn NumPy/torch scalars into plain Python so a claim serialises to JSON."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return value.item()
+        except (ValueError, RuntimeError) as exc:
+            raise TypeError(f"claim values must be scalars, got an array {value!r}") from exc
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(f"claim values must be numbers, bools, strings or None, got {value!r}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One recorded claim, as it appears in ``claims.json`` and on the Scorecard."""
+
+    chapter: str
+    id: str
+    claim: str
+    paper: Any
+    value: Any
+    holds: bool | None
+    profile: str
+    rule: str
+    note: str = field(default="")
+
+    @property
+    def status(self) -> str:
+        """``"holds"``, ``"fails"`` or ``"not measured"``."""
+        if self.holds is None:
+            return "not measured"
+        return "holds" if self.holds else "fails"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object written to ``claims.json``."""
+        return asdict(self)
+
+    def markdown(self) -> str:
+        """The claim as a MyST admonition box."""
+        kind = {"holds": "tip", "fails": "error", "not measured": "warning"}[self.status]
+        mark = {"holds": "✅ holds", "fails": "❌ fails", "not measured": "⚠️ not measured"}[
+            self.status
+        ]
+        lines = [
+            f":::{{admonition}} Claim `{self.id}`: {mark}",
+            f":class: {kind}",
+            "",
+            f"{self.claim}",
+            "",
+            f"Paper: **{_fmt(self.paper)}** · ours: **{_fmt(self.value)}** "
+            f"({self.rule}; profile `{self.profile}`)",
+        ]
+        if self.note:
+            lines += ["", self.note]
+        lines.append(":::")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"Claim({self.chapter}/{self.id}: {self.status}; paper={_fmt(self.paper)}, "
+            f"ours={_fmt(self.value)}, {self.rule})"
+        )
+
+
+def record(
+    id: str,
+    claim: str,
+    *,
+    paper: Any,
+    value: Any,
+    rule: Rule,
+    note: str = "",
+    display: bool = True,
+) -> None:
+    """Record a headline claim, judge it by ``rule`` and show it in the notebook.
+
+    Nothing is returned, so that a ``record`` call at the end of a cell does not show the
+    claim twice; :func:`recorded` lists the claims recorded so far.
+
+    Parameters
+    ----------
+    id
+        Short identifier, unique within the chapter (letters, digits, ``-``, ``_``).
+    claim
+        The claim in one sentence.
+    paper
+        The paper's value (a number, or a string such as ``"> 0.9"``).
+    value
+        Our measured value. ``None`` means the claim could not be measured at this
+        profile (say why in ``note``); it is then reported as *not measured*.
+    rule
+        How the claim is judged, e.g. ``at_least(0.9)``. ``holds = rule(value)``.
+    note
+        Optional sentence shown under the claim (e.g. why it failed).
+    display
+        Show the claim as a box in the notebook (default true).
+    """
+    if not isinstance(id, str) or not id or not all(c.isalnum() or c in "-_" for c in id):
+        raise ValueError(f"claim id must be a non-empty string of letters, digits, '-', '_'; got {id!r}")
+    if not isinstance(claim, str) or not claim.strip():
+        raise ValueError("claim must be a non-empty sentence")
+    if not isinstance(rule, Rule):
+        raise TypeError(f"rule must be a featlearn.claims.Rule (e.g. at_least(0.9)), got {rule!r}")
+    chapter = _CONTEXT["chapter"]
+    if any(c.id == id and c.chapter == chapter for c in _RECORDED):
+        raise ValueError(f"claim id {id!r} was already recorded in chapter {chapter!r}")
+    value = _jsonable(value)
+    paper = _jsonable(paper)
+    holds = None if value is None else bool(rule(value))
+    c = Claim(
+        chapter=chapter,
+        id=id,
+        claim=claim.strip(),
+        paper=paper,
+        value=value,
+        holds=holds,
+        profile=_CONTEXT["profile"],
+        rule=rule.describe(),
+        note=note,
+    )
+    _RECORDED.append(c)
+    if display:
+        _display(c)
+
+
+def _display(c: Claim) -> None:
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is always there in the book env
+        print(repr(c))
+        return
+    if get_ipython() is None:
+        print(repr(c))
+        return
+    display(
+        {"text/markdown": c.markdown(), "text/plain": repr(c), CLAIM_MIME: c.to_dict()},
+        raw=True,
+    )
+
+
+def recorded() -> list[Claim]:
+    """Claims recorded so far in this process."""
+    return list(_RECORDED)
+
+
+def clear() -> None:
+    """Forget the claims recorded in this process (used when a chapter starts)."""
+    _RECORDED.clear()
+
+
+def claims_from_notebook(nb: Any) -> list[Claim]:
+    """Collect the claims that an executed notebook displayed.
+
+    Parameters
+    ----------
+    nb
+        An ``nbformat`` notebook node (or anything with ``cells`` of that shape).
+    """
+    out: list[Claim] = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            if CLAIM_MIME in data:
+                d = data[CLAIM_MIME]
+                if isinstance(d, str):
+                    d = json.loads(d)
+                out.append(Claim(**d))
+    return out
+
+
+def write_claims_json(claims: Iterable[Claim], path: str | Path) -> Path:
+    """Write claims as the list of objects the scorecard and CI read."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [c.to_dict() for c in claims]
+    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def _md_cell(x: Any) -> str:
+    return _fmt(x).replace("|", "\\|").replace("\n", " ")
+
+
+def scorecard_markdown(claims: Sequence[Claim], titles: dict[str, str] | None = None) -> str:
+    """The Scorecard page: every claim with the paper's value, ours and the verdict."""
+    titles = titles or {}
+    n_hold = sum(c.holds is True for c in claims)
+    n_fail = sum(c.holds is False for c in claims)
+    n_none = sum(c.holds is None for c in claims)
+    lines = [
+        "# Scorecard",
+        "",
+        "Every headline claim the chapters test, gathered by the build from the executed "
+        "chapters. *Paper* is the published value, *ours* is what the chapter measured at "
+        "the profile shown, and the verdict applies the rule stated next to each claim. "
+        "A claim measured at the `fast` profile tests the paper's mechanism at small scale "
+        "and on offline data; rerun the chapter at the `paper` profile for the paper's "
+        "setting. The same rows are in `_build/claims.json`.",
+        "",
+        f"**{len(claims)} claims: {n_hold} hold, {n_fail} fail, {n_none} not measured.**",
+        "",
+    ]
+    if not claims:
+        lines.append("No chapter has recorded a claim yet.")
+        return "\n".join(lines) + "\n"
+    lines += [
+        "| Chapter | Id | Claim | Paper | Ours | Verdict | Rule | Profile |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    mark = {"holds": "✅ holds", "fails": "❌ fails", "not measured": "⚠️ not measured"}
+    for c in claims:
+        chapter = titles.get(c.chapter, c.chapter)
+        lines.append(
+            f"| {_md_cell(chapter)} | `{c.id}` | {_md_cell(c.claim)} | {_md_cell(c.paper)} | "
+            f"{_md_cell(c.value)} | {mark[c.status]} | {_md_cell(c.rule)} | `{c.profile}` |"
+        )
+    return "\n".join(lines) + "\n"

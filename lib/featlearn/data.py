@@ -1,0 +1,315 @@
+"""Datasets, loaded through torchvision's own classes wherever torchvision has them.
+
+Why: readers on Colab must get the real data by the real code path, and offline runs
+must fail loudly with the fix, never silently substitute other data.
+
+Where data lives: ``$FEATLEARN_DATA`` if set; else ``data/cache`` inside a source
+checkout; else ``~/.cache/featlearn``. Set ``FEATLEARN_OFFLINE=1`` to skip download
+attempts altogether. Fashion-MNIST is also taken from the Debian package
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), checked against
+torchvision's MD5 sums.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "DatasetUnavailable",
+    "data_root",
+    "offline",
+    "fashion_mnist",
+    "mnist",
+    "svhn",
+    "cifar10",
+    "imagenette",
+    "image_folder",
+    "to_tensors",
+    "load",
+    "NATURAL_IMAGES",
+    "natural_images",
+    "natural_crops",
+    "DEBIAN_FASHION_MNIST",
+]
+
+#: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+#: Natural photographs shipped inside scikit-image (``skimage.data``) and scikit-learn.
+NATURAL_IMAGES = {
+    "astronaut": "skimage", "camera": "skimage", "chelsea": "skimage", "coffee": "skimage",
+    "rocket": "skimage", "coins": "skimage", "brick": "skimage", "grass": "skimage",
+    "gravel": "skimage", "moon": "skimage", "clock": "skimage",
+    "china.jpg": "sklearn", "flower.jpg": "sklearn",
+}
+
+
+class DatasetUnavailable(FileNotFoundError):
+    """A dataset is not on this machine and could not be downloaded."""
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """The folder datasets are read from and cached in (created if needed)."""
+    if root is not None:
+        path = Path(root)
+    elif os.environ.get("FEATLEARN_DATA"):
+        path = Path(os.environ["FEATLEARN_DATA"])
+    else:
+        checkout = Path(__file__).resolve().parents[2] / "data"
+        path = checkout / "cache" if (checkout / "README.md").exists() else Path.home() / ".cache" / "featlearn"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def offline() -> bool:
+    """True when ``FEATLEARN_OFFLINE`` is set to a true value: never try to download."""
+    return os.environ.get("FEATLEARN_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(name: str, where: list[Path], fix: str, cause: BaseException | None) -> DatasetUnavailable:
+    looked = ", ".join(str(p) for p in where)
+    why = f" The download failed: {type(cause).__name__}: {cause}." if cause else (
+        " Downloading was not attempted (offline)." )
+    return DatasetUnavailable(f"{name} is not available. Looked in: {looked}.{why} Fix: {fix}")
+
+
+def _torchvision(name: str, factory: Callable[[bool], Any], where: list[Path], fix: str, download: bool | None) -> Any:
+    """Open a torchvision dataset, downloading only if allowed; wrap failures in a clear error."""
+    try:
+        return factory(False)
+    except (RuntimeError, FileNotFoundError, OSError):
+        pass
+    if download is False or (download is None and offline()):
+        raise _unavailable(name, where, fix, None)
+    try:
+        return factory(True)
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes the same clear error
+        raise _unavailable(name, where, fix, exc) from exc
+
+
+_IDX_SHAPES = {
+    "train-images-idx3-ubyte": (2051, (60000, 28, 28)),
+    "train-labels-idx1-ubyte": (2049, (60000,)),
+    "t10k-images-idx3-ubyte": (2051, (10000, 28, 28)),
+    "t10k-labels-idx1-ubyte": (2049, (10000,)),
+}
+
+
+def _check_idx(path: Path, name: str) -> None:
+    """Check an IDX file's magic number, shape and length (Debian recompresses the .gz, so
+    torchvision's MD5 sums of the archives do not apply; the content is what matters)."""
+    magic, shape = _IDX_SHAPES[name]
+    raw = path.read_bytes()
+    header = np.frombuffer(raw[: 4 * (1 + len(shape))], dtype=">i4")
+    if int(header[0]) != magic or tuple(int(d) for d in header[1:]) != shape or len(raw) != 4 * (1 + len(shape)) + int(np.prod(shape)):
+        raise DatasetUnavailable(f"{path} is not the Fashion-MNIST file {name} (bad IDX header or size); reinstall dataset-fashion-mnist")
+
+
+def _stage_debian_fashion_mnist(root: Path, source: Path | None = None) -> bool:
+    """Unpack Debian's Fashion-MNIST into torchvision's layout, checking every IDX file."""
+    from torchvision.datasets import FashionMNIST
+
+    source = DEBIAN_FASHION_MNIST if source is None else source
+    raw = root / "FashionMNIST" / "raw"
+    todo = []
+    for fname, _md5 in FashionMNIST.resources:
+        target = raw / fname[:-3]
+        if target.exists():
+            continue
+        src = source / fname
+        if not src.exists():
+            return False
+        todo.append((src, target))
+    raw.mkdir(parents=True, exist_ok=True)
+    for src, target in todo:
+        tmp = target.with_suffix(".part")
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        _check_idx(tmp, target.name)
+        tmp.rename(target)
+    return True
+
+
+def fashion_mnist(split: str = "train", root: str | Path | None = None, download: bool | None = None) -> Any:
+    """Fashion-MNIST as ``torchvision.datasets.FashionMNIST`` (60k train / 10k test, 28×28).
+
+    Uses the Debian package's files when present, else torchvision's download.
+    """
+    from torchvision.datasets import FashionMNIST
+
+    split = _check_split(split, ("train", "test"))
+    r = data_root(root)
+    _stage_debian_fashion_mnist(r)
+    return _torchvision(
+        "Fashion-MNIST",
+        lambda dl: FashionMNIST(str(r), train=split == "train", download=dl),
+        [r / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST],
+        "`apt-get install dataset-fashion-mnist`, or put the IDX files in "
+        f"{r / 'FashionMNIST' / 'raw'}, or run with internet access so torchvision downloads them.",
+        download,
+    )
+
+
+def mnist(split: str = "train", root: str | Path | None = None, download: bool | None = None) -> Any:
+    """MNIST as ``torchvision.datasets.MNIST``; downloaded by torchvision (needs internet)."""
+    from torchvision.datasets import MNIST
+
+    split = _check_split(split, ("train", "test"))
+    r = data_root(root)
+    return _torchvision(
+        "MNIST", lambda dl: MNIST(str(r), train=split == "train", download=dl), [r / "MNIST" / "raw"],
+        f"run with internet access (torchvision downloads it), or put the IDX files in {r / 'MNIST' / 'raw'}.",
+        download,
+    )
+
+
+def svhn(split: str = "train", root: str | Path | None = None, download: bool | None = None) -> Any:
+    """SVHN (cropped digits) as ``torchvision.datasets.SVHN``; needs internet the first time."""
+    from torchvision.datasets import SVHN
+
+    split = _check_split(split, ("train", "test", "extra"))
+    r = data_root(root) / "svhn"
+    return _torchvision(
+        "SVHN", lambda dl: SVHN(str(r), split=split, download=dl), [r / f"{split}_32x32.mat"],
+        f"run with internet access (torchvision downloads it), or put {split}_32x32.mat in {r}.", download,
+    )
+
+
+def cifar10(split: str = "train", root: str | Path | None = None, download: bool | None = None) -> Any:
+    """CIFAR-10 as ``torchvision.datasets.CIFAR10``; needs internet the first time."""
+    from torchvision.datasets import CIFAR10
+
+    split = _check_split(split, ("train", "test"))
+    r = data_root(root)
+    return _torchvision(
+        "CIFAR-10", lambda dl: CIFAR10(str(r), train=split == "train", download=dl), [r / "cifar-10-batches-py"],
+        f"run with internet access (torchvision downloads it), or unpack cifar-10-python.tar.gz into {r}.", download,
+    )
+
+
+def imagenette(split: str = "train", size: str = "320px", root: str | Path | None = None,
+               download: bool | None = None, transform: Callable | None = None) -> Any:
+    """Imagenette (10 ImageNet classes) as ``torchvision.datasets.Imagenette``; needs internet the first time."""
+    from torchvision.datasets import Imagenette
+
+    split = _check_split(split, ("train", "val"))
+    r = data_root(root) / "imagenette"
+    r.mkdir(parents=True, exist_ok=True)
+    return _torchvision(
+        "Imagenette", lambda dl: Imagenette(str(r), split=split, size=size, download=dl, transform=transform),
+        [r], f"run with internet access (torchvision downloads it), or unpack imagenette2-{size}.tgz into {r}.",
+        download,
+    )
+
+
+def image_folder(path: str | Path, transform: Callable | None = None) -> Any:
+    """An ImageNet-style folder of class subfolders as ``torchvision.datasets.ImageFolder``."""
+    from torchvision.datasets import ImageFolder
+
+    p = Path(path)
+    if not p.is_dir():
+        raise DatasetUnavailable(f"image folder {p} does not exist. Fix: pass the path of a folder with one subfolder per class.")
+    return ImageFolder(str(p), transform=transform)
+
+
+def _check_split(split: str, valid: tuple[str, ...]) -> str:
+    if split not in valid:
+        raise ValueError(f"split must be one of {', '.join(valid)}; got {split!r}")
+    return split
+
+
+def to_tensors(dataset: Any, n: int | None = None, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random subset of ``n`` examples (all if ``None``) as float images in [0, 1] and labels.
+
+    Returns ``X`` of shape (n, C, H, W), float32, and ``y`` (n,), int64. The subset is
+    drawn without replacement with its own generator seeded by ``seed``.
+    """
+    data = getattr(dataset, "data", None)
+    targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
+    if data is None or targets is None:
+        raise TypeError(f"to_tensors needs a dataset with .data and .targets/.labels, got {type(dataset).__name__}")
+    total = len(data)
+    if n is not None and not (0 < n <= total):
+        raise ValueError(f"n must be between 1 and {total} for this dataset, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(total, generator=g)[:n] if n is not None else torch.arange(total)
+    x = torch.as_tensor(np.asarray(data))[idx]
+    if x.ndim == 3:
+        x = x.unsqueeze(1)  # (N, H, W) -> (N, 1, H, W)
+    elif x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW (CIFAR)
+    x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+    y = torch.as_tensor(np.asarray(targets))[idx].long()
+    return x.contiguous(), y
+
+
+_LOADERS: dict[str, Callable[..., Any]] = {
+    "fashion_mnist": fashion_mnist, "mnist": mnist, "svhn": svhn, "cifar10": cifar10,
+}
+
+
+def load(name: str, split: str = "train", n: int | None = None, seed: int = 0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Load a dataset by name as tensors (see :func:`to_tensors`).
+
+    ``name`` is one of ``fashion_mnist``, ``mnist``, ``svhn``, ``cifar10``.
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(_LOADERS)}")
+    return to_tensors(_LOADERS[name](split, **kwargs), n=n, seed=seed)
+
+
+def natural_images(gray: bool = False) -> dict[str, np.ndarray]:
+    """The bundled natural photographs as float arrays in [0, 1].
+
+    With ``gray=False`` only the colour photographs, (H, W, 3); with ``gray=True`` all
+    of them converted to luminance, (H, W).
+    """
+    import skimage.data
+    from skimage.color import rgb2gray
+    from sklearn.datasets import load_sample_images
+
+    sk = load_sample_images()
+    sklearn_imgs = {Path(f).name: im for f, im in zip(sk.filenames, sk.images)}
+    out: dict[str, np.ndarray] = {}
+    for name, source in NATURAL_IMAGES.items():
+        im = getattr(skimage.data, name)() if source == "skimage" else sklearn_imgs[name]
+        im = np.asarray(im)
+        im = im.astype(np.float64) / 255.0 if im.dtype == np.uint8 else im.astype(np.float64)
+        if gray:
+            out[name] = rgb2gray(im) if im.ndim == 3 else im
+        elif im.ndim == 3 and im.shape[2] == 3:
+            out[name] = im
+    return out
+
+
+def natural_crops(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.Tensor:
+    """``n`` random ``size``×``size`` crops of the bundled natural photographs.
+
+    Crops are drawn uniformly over photographs, then positions, with a generator seeded
+    by ``seed``. Returns float32 of shape (n, channels, size, size) in [0, 1].
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if n < 1 or size < 1:
+        raise ValueError(f"n and size must be positive, got n={n}, size={size}")
+    imgs = list(natural_images(gray=channels == 1).values())
+    small = min(min(im.shape[:2]) for im in imgs)
+    if size > small:
+        raise ValueError(f"size={size} is larger than the smallest photograph ({small} px)")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, channels, size, size), dtype=np.float32)
+    for k in range(n):
+        im = imgs[rng.integers(len(imgs))]
+        i = rng.integers(im.shape[0] - size + 1)
+        j = rng.integers(im.shape[1] - size + 1)
+        crop = im[i:i + size, j:j + size]
+        out[k] = crop[None] if channels == 1 else crop.transpose(2, 0, 1)
+    return torch.from_numpy(out)

@@ -1,0 +1,77 @@
+"""featlearn.claims: rules, records, JSON and the scorecard."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from featlearn import claims
+
+
+@pytest.fixture(autouse=True)
+def _fresh():
+    claims.clear()
+    claims.set_context("ch", "fast")
+    yield
+    claims.clear()
+
+
+def test_rules_judge_values():
+    assert claims.at_least(0.9)(0.95) and not claims.at_least(0.9)(0.89)
+    assert claims.at_most(-0.9)(-0.95) and not claims.at_most(-0.9)(-0.5)
+    assert claims.between(1, 2)(1.5) and not claims.between(1, 2)(2.5)
+    assert claims.is_true()(True) and not claims.is_true()(False)
+    assert not claims.at_least(0.0)(math.nan)  # NaN never holds
+    with pytest.raises(TypeError):
+        claims.at_least(1)("high")
+    with pytest.raises(TypeError):
+        claims.is_true()(1.0)
+    with pytest.raises(ValueError):
+        claims.between(2, 1)
+
+
+def test_record_computes_holds_from_rule_and_context():
+    claims.record("a", "Holds.", paper=0.9, value=np.float32(0.95), rule=claims.at_least(0.9), display=False)
+    claims.record("b", "Fails.", paper=0.9, value=torch.tensor(0.5), rule=claims.at_least(0.9), display=False)
+    claims.record("c", "Unmeasured.", paper="> 0.9", value=None, rule=claims.at_least(0.9), display=False)
+    a, b, c = claims.recorded()
+    assert (a.holds, b.holds, c.holds) == (True, False, None)
+    assert (a.status, b.status, c.status) == ("holds", "fails", "not measured")
+    assert a.chapter == "ch" and a.profile == "fast" and isinstance(a.value, float)
+    assert "≥ 0.9" in a.rule
+
+
+def test_record_rejects_bad_input():
+    with pytest.raises(ValueError, match="claim id"):
+        claims.record("bad id!", "x", paper=1, value=1, rule=claims.at_least(0), display=False)
+    with pytest.raises(TypeError, match="Rule"):
+        claims.record("x", "x", paper=1, value=1, rule=">= 0", display=False)
+    claims.record("x", "x", paper=1, value=1, rule=claims.at_least(0), display=False)
+    with pytest.raises(ValueError, match="already recorded"):
+        claims.record("x", "x", paper=1, value=1, rule=claims.at_least(0), display=False)
+    with pytest.raises(TypeError, match="scalars"):
+        claims.record("y", "y", paper=1, value=np.ones(3), rule=claims.at_least(0), display=False)
+
+
+def test_json_and_scorecard(tmp_path):
+    claims.record("good", "Good | piped.", paper=0.96, value=0.97, rule=claims.at_least(0.9), display=False)
+    claims.record("bad", "Bad.", paper=0.96, value=0.42, rule=claims.at_least(0.9), display=False)
+    path = claims.write_claims_json(claims.recorded(), tmp_path / "claims.json")
+    rows = json.loads(path.read_text())
+    assert [r["id"] for r in rows] == ["good", "bad"]
+    assert {"chapter", "id", "claim", "paper", "value", "holds", "profile"} <= set(rows[0])
+    md = claims.scorecard_markdown(claims.recorded(), {"ch": "Chapter title"})
+    assert "1 hold, 1 fail" in md
+    assert "| Chapter title | `bad` | Bad. | 0.96 | 0.42 | ❌ fails |" in md
+    assert "Good \\| piped." in md  # a pipe in a claim does not break the table
+    assert "No chapter has recorded" in claims.scorecard_markdown([])
+
+
+def test_claims_round_trip_through_notebook_outputs():
+    claims.record("z", "Z.", paper=1, value=2, rule=claims.at_least(1), display=False)
+    c = claims.recorded()[0]
+    nb = type("NB", (), {})()
+    nb.cells = [{"outputs": [{"data": {claims.CLAIM_MIME: c.to_dict(), "text/plain": "x"}}]}, {"outputs": []}]
+    assert claims.claims_from_notebook(nb) == [c]
