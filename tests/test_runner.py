@@ -1,6 +1,7 @@
 """The book pipeline end to end on the fixture book: execute, stage, build, check in Chromium."""
 
 import json
+import re
 import shutil
 
 import nbformat
@@ -50,6 +51,7 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     for fact in ("Profile", "tiny", "device", "cpu", "torch", "commit", "wall time", "n=8", "scale=3.0"):
         assert fact in page, fact
     assert page.index("How this page was produced") < page.index("A tiny chapter that exercises")
+    assert "_images/" in page, "the chapter's figure is on the page"
     assert "google.colab" not in page  # the Colab cell is for Colab only
     assert "colab.research.google.com/github/feature-learning-replicated/feature-learning-replicated/blob/main/book/fixture.ipynb" in page
 
@@ -74,8 +76,8 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     assert (tmp_path / "shots" / "book_fixture.png").stat().st_size > 10_000
 
     # the check can fail: break an image and drop a claim from the table
-    img = next((html / "_images").glob("*.png"))
-    img.write_bytes(b"not a png")
+    src = re.search(r'<img[^>]+src="([^"]*_images/[^"]+)"', (html / "book" / "fixture.html").read_text()).group(1)
+    (html / "book" / src).resolve().write_bytes(b"not a png")
     claims_json = json.loads((out / "claims.json").read_text())
     claims_json.append({**claims_json[0], "id": "ghost"})
     (out / "claims.json").write_text(json.dumps(claims_json))

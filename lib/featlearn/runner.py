@@ -13,6 +13,7 @@ import copy
 import datetime as _dt
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,9 @@ def execute_chapter(
         src = Path(tmp) / f"{chapter.name}.ipynb"
         nbformat.write(nb, src)
         t0 = time.time()
+        # A non-interactive MPLBACKEND (e.g. Agg) in the environment would stop the
+        # kernel's inline backend, and figures would silently vanish from the page.
+        saved_backend = os.environ.pop("MPLBACKEND", None)
         try:
             pm.execute_notebook(
                 str(src), str(output), parameters=dict(params), kernel_name="python3",
@@ -181,6 +185,9 @@ def execute_chapter(
                 f"chapter {chapter.name!r} ({chapter.path.name}) failed in code cell {number} "
                 f"[{_first_line(exc.source)}]:\n    {exc.ename}: {exc.evalue}{kept}"
             ) from None
+        finally:
+            if saved_backend is not None:
+                os.environ["MPLBACKEND"] = saved_backend
     wall = time.time() - t0
     return nbformat.read(output, as_version=4), wall
 
