@@ -38,6 +38,10 @@ __all__ = [
     "natural_images",
     "natural_crops",
     "DEBIAN_FASHION_MNIST",
+    "imagenet_images",
+    "normalize_imagenet",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
@@ -313,3 +317,36 @@ def natural_crops(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.
         crop = im[i:i + size, j:j + size]
         out[k] = crop[None] if channels == 1 else crop.transpose(2, 0, 1)
     return torch.from_numpy(out)
+
+
+#: ImageNet normalisation used by torchvision's pretrained models.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def imagenet_images(n: int, *, folder: str | Path | None = None, seed: int = 2323, size: int = 224,
+                    download: bool | None = None) -> torch.Tensor:
+    """``n`` ImageNet-class images, preprocessed as for torchvision's pretrained models.
+
+    Resize(256·size/224), CenterCrop(size), ImageNet normalisation, drawn in a shuffled
+    order seeded by ``seed`` (the CNFA code uses 2323). From ``folder`` (an ImageNet-style
+    class folder) if given, else from Imagenette's train split (downloaded by torchvision).
+    """
+    from torchvision import transforms
+
+    tf = transforms.Compose([
+        transforms.Resize(round(256 * size / 224)), transforms.CenterCrop(size), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    ds = image_folder(folder, transform=tf) if folder is not None else imagenette("train", transform=tf, download=download)
+    if not 0 < n <= len(ds):
+        raise ValueError(f"n must be between 1 and {len(ds)}, got {n}")
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    return torch.stack([ds[int(i)][0] for i in order])
+
+
+def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
+    """Apply the ImageNet mean/std normalisation to (N, 3, H, W) images in [0, 1]."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std

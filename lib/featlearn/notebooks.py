@@ -237,7 +237,13 @@ def read_chapter(path: str | Path) -> Chapter:
     import jupytext
 
     path = Path(path)
-    nb = jupytext.read(path)
+    try:
+        nb = jupytext.read(path)
+    except KeyError as exc:  # jupytext drops `key: null` front-matter entries and can trip on them
+        raise ParameterError(
+            f"chapter {path.stem!r}: could not read its front matter (key {exc}); "
+            "a profile value may not be null there, use a string such as 'all' instead"
+        ) from exc
     name = path.stem
     code = [c for c in nb.cells if c.cell_type == "code"]
     if not code or "parameters" not in code[0].metadata.get("tags", []):

@@ -154,8 +154,13 @@ def execute_chapter(
         the chapter's code cells and its first line) and the error; the partially
         executed notebook is kept in ``failed_dir``.
     """
+    import logging
+
     import papermill as pm
 
+    # Parameters were checked by Chapter.resolve; papermill's own guesser misreads
+    # annotations such as `x: int | None` and would warn about valid names.
+    logging.getLogger("papermill").setLevel(logging.ERROR)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     nb = copy.deepcopy(chapter.notebook)

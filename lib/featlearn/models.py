@@ -1,0 +1,189 @@
+"""Networks the chapters train or load: small CNNs, and torchvision's ImageNet models.
+
+Why: each paper's architecture written once, as ordinary ``nn.Module``s, so that every
+chapter measures the same thing and the AGOP code can find the conv layers by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "VanillaCNN",
+    "VGGStyle",
+    "ResNetStyle",
+    "BasicBlock",
+    "build_model",
+    "WeightsUnavailable",
+    "imagenet_model",
+    "cnfa_layers",
+    "IMAGENET_MODELS",
+]
+
+
+class VanillaCNN(nn.Module):
+    """The CNFA paper's shallow CNN: ``depth`` × [conv q×q, pad q//2, no bias, ReLU], flatten, linear.
+
+    Parameters
+    ----------
+    in_channels, num_classes, image_size
+        Input channels, number of outputs, and input side length (for the readout size).
+    width, depth, q
+        Channels per conv layer, number of conv layers, and filter size.
+    init_std
+        Standard deviation of the N(0, init_std²) init of conv and readout weights
+        (the paper uses 5e-3). ``None`` keeps PyTorch's default init.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: int = 64,
+                 depth: int = 4, q: int = 3, init_std: float | None = 5e-3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for _ in range(depth):
+            layers += [nn.Conv2d(c, width, q, padding=q // 2, bias=False), nn.ReLU()]
+            c = width
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width * image_size * image_size, num_classes, bias=False)
+        if init_std is not None:
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.normal_(m.weight, std=init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
+class VGGStyle(nn.Module):
+    """A small VGG: stages of 3×3 conv + ReLU (optionally BatchNorm), each ended by a 2×2 max-pool."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10,
+                 stages: Sequence[Sequence[int]] = ((32,), (64,), (128, 128)), batch_norm: bool = False,
+                 bias: bool = True) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for stage in stages:
+            for w in stage:
+                layers.append(nn.Conv2d(c, w, 3, padding=1, bias=bias and not batch_norm))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(w))
+                layers.append(nn.ReLU())
+                c = w
+            layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: conv-BN-ReLU-conv-BN plus the (projected) skip path, then ReLU."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, batch_norm: bool = True) -> None:
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if batch_norm else (lambda c: nn.Identity())
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=not batch_norm)
+        self.bn1 = norm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=not batch_norm)
+        self.bn2 = norm(c_out)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=not batch_norm), norm(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetStyle(nn.Module):
+    """A small ResNet: a 3×3 stem, stages of :class:`BasicBlock`, global average pool, linear."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64),
+                 blocks_per_stage: int = 1, batch_norm: bool = True) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
+                                  nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity(), nn.ReLU())
+        blocks: list[nn.Module] = []
+        c = widths[0]
+        for i, w in enumerate(widths):
+            for b in range(blocks_per_stage):
+                blocks.append(BasicBlock(c, w, stride=2 if (i > 0 and b == 0) else 1, batch_norm=batch_norm))
+                c = w
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def build_model(arch: str, in_channels: int, num_classes: int, image_size: int, width: int = 64) -> nn.Module:
+    """One of the book's small CNNs by name: ``vanilla``, ``vgg`` or ``resnet``.
+
+    ``width`` is the vanilla CNN's channel count; the VGG and ResNet stages scale with it
+    (``width/2, width, 2·width``).
+    """
+    w = int(width)
+    if arch == "vanilla":
+        return VanillaCNN(in_channels, num_classes, image_size, width=w)
+    if arch == "vgg":
+        return VGGStyle(in_channels, num_classes, stages=((w // 2,), (w,), (2 * w, 2 * w)))
+    if arch == "resnet":
+        return ResNetStyle(in_channels, num_classes, widths=(w // 2, w, 2 * w))
+    raise ValueError(f"unknown architecture {arch!r}; choose vanilla, vgg or resnet")
+
+
+#: torchvision ImageNet models used by the CNFA chapter.
+IMAGENET_MODELS = ("alexnet", "vgg11", "resnet18")
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be loaded (no internet and no cached copy)."""
+
+
+def imagenet_model(name: str, pretrained: bool, download: bool = True) -> nn.Module:
+    """A torchvision ImageNet model, with its default pretrained weights or at random init.
+
+    Raises
+    ------
+    WeightsUnavailable
+        If ``pretrained`` and torchvision cannot download the weights, naming the fix.
+    """
+    import torchvision
+
+    if name not in IMAGENET_MODELS:
+        raise ValueError(f"unknown ImageNet model {name!r}; choose one of {', '.join(IMAGENET_MODELS)}")
+    builder = getattr(torchvision.models, name)
+    if not pretrained:
+        return builder(weights=None).eval()
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    if not download:
+        import os
+
+        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
+        if not os.path.exists(cached):
+            raise WeightsUnavailable(f"pretrained {name} weights are not cached at {cached}; download was not allowed. "
+                                     "Fix: run once with internet access (e.g. on Colab), or copy the file there.")
+    try:
+        return builder(weights=weights).eval()
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear error
+        raise WeightsUnavailable(
+            f"could not load pretrained {name} weights ({weights}): {type(exc).__name__}: {exc}. "
+            f"Fix: run with internet access (torchvision downloads {weights.url} into {torch.hub.get_dir()}), "
+            "or use pretrained=False for random-init numbers."
+        ) from exc
+
+
+def cnfa_layers(model: nn.Module) -> list[str]:
+    """The conv layers the CNFA paper measures: every conv, except in ResNets only each block's ``conv1``."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    blocks = [n for n, m in model.named_modules() if hasattr(m, "conv1") and hasattr(m, "conv2") and n]
+    if blocks:
+        return [f"{b}.conv1" for b in blocks]
+    return names

@@ -1,0 +1,62 @@
+"""featlearn.models and featlearn.train: shapes, the paper's init, layer choice, learning."""
+
+import pytest
+import torch
+from torch import nn
+
+from featlearn import models, train
+
+
+@pytest.mark.parametrize("arch", ["vanilla", "vgg", "resnet"])
+@pytest.mark.parametrize("channels,size", [(1, 28), (3, 32)])
+def test_small_cnns_shapes(arch, channels, size):
+    net = models.build_model(arch, channels, 10, size, width=8)
+    assert net(torch.randn(2, channels, size, size)).shape == (2, 10)
+    assert models.cnfa_layers(net)
+
+
+def test_vanilla_cnn_matches_the_paper():
+    net = models.VanillaCNN(3, 10, 32, width=64, depth=4, q=3)
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4 and all(c.bias is None and c.padding == (1, 1) for c in convs)
+    w = torch.cat([c.weight.flatten() for c in convs])
+    assert abs(w.std().item() - 5e-3) < 2e-4  # N(0, 0.005^2) init
+
+
+def test_cnfa_layers_resnet_takes_conv1_of_each_block():
+    net = models.ResNetStyle(1, 10, widths=(4, 8))
+    assert models.cnfa_layers(net) == ["blocks.0.conv1", "blocks.1.conv1"]
+    assert models.cnfa_layers(models.VGGStyle(1, 10, stages=((4,), (8,)))) == ["features.0", "features.3"]
+
+
+def test_imagenet_model_random_init_and_clear_error_offline(monkeypatch):
+    net = models.imagenet_model("alexnet", pretrained=False)
+    assert net(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: "/nonexistent-hub")
+    with pytest.raises(models.WeightsUnavailable, match="Fix:"):
+        models.imagenet_model("alexnet", pretrained=True, download=False)
+    with pytest.raises(ValueError, match="choose one of alexnet, vgg11, resnet18"):
+        models.imagenet_model("vgg19", pretrained=False)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.build_model("mlp", 1, 10, 28)
+
+
+def test_training_learns_a_separable_task_and_is_deterministic():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 1, 8, 8, generator=g)
+    y = (x[:, 0, :4].sum((1, 2)) > x[:, 0, 4:].sum((1, 2))).long()
+
+    def fit():
+        torch.manual_seed(0)
+        net = models.build_model("vgg", 1, 2, 8, width=8)
+        hist = train.train_classifier(net, x, y, epochs=15, lr=3e-3, batch_size=32, x_test=x, y_test=y, progress=False)
+        return net, hist
+
+    net, hist = fit()
+    assert hist.loss[-1] < hist.loss[0] * 0.7 and hist.test_accuracy[-1] > 0.85
+    _, hist2 = fit()
+    assert hist2.loss == hist.loss
+    with pytest.raises(ValueError, match="same length"):
+        train.train_classifier(net, x, y[:3], epochs=1)
+    with pytest.raises(ValueError, match="optimizer"):
+        train.train_classifier(net, x, y, epochs=1, optimizer="lbfgs")
