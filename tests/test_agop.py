@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -219,7 +220,7 @@ def test_random_projections_unbiased(cnn, cnn_reference):
     model, images = cnn
     exact = cnn_reference["conv3"]
     gen = torch.Generator().manual_seed(0)
-    n_rep = 200
+    n_rep = 100
     ests = torch.stack(
         [patch_agop(model, model.conv3, images, outputs=3, generator=gen) for _ in range(n_rep)]
     )
@@ -474,3 +475,72 @@ def test_ansatz_table_rows_match_direct_computation():
     assert rows[1]["alpha=1/2"] == pytest.approx(A.ansatz_correlation(w, A.matrix_power_psd(g, 0.5)))
     assert rows[1]["init CNFM vs CNFM"] == pytest.approx(A.ansatz_correlation(A.cnfm(ref[2]), w))
     assert rows[1]["init CNFM vs CNFM"] < 0.999  # the perturbed reference differs
+
+
+def test_mlp_agops_token_dimension_sums_over_positions():
+    """A Linear applied to (N, T, d): positions t are summed like conv patches."""
+    torch.manual_seed(6)
+    lin1, lin2 = nn.Linear(4, 5).to(DT), nn.Linear(5 * 3, 2).to(DT)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return lin2(torch.tanh(lin1(x)).flatten(1))
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin1, self.lin2 = lin1, lin2
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return forward(x)
+
+    net = Net()
+    x = torch.randn(6, 3, 4, dtype=DT)
+    res = mlp_agops(net, x, layers=["lin1"], outputs=np.array([1, 0]))
+    g = torch.zeros(4, 4, dtype=DT)
+    for xi in x:
+        j = torch.func.jacrev(lambda z: forward(z[None])[0])(xi).detach()  # (K, T, d)
+        g += torch.einsum("ktd,kte->de", j, j)
+    assert rel_err(res["lin1"].G, g / len(x)) < 1e-10
+
+
+def test_layer_input_agop_is_independent_and_agrees_with_identity():
+    from featlearn import agop as A
+    from featlearn.models import MLP
+
+    torch.manual_seed(1)
+    net = MLP(6, 5, 2, 3).double().eval()
+    x = torch.randn(7, 6, dtype=torch.float64)
+    res = A.mlp_agops(net, x)
+    for name in ["layers.0", "layers.2", "readout"]:
+        brute = A.layer_input_agop(net, name, x)
+        assert torch.allclose(brute, res[name].G, rtol=1e-10, atol=1e-12)
+    # the readout's pre-activation is the output itself: P = I for all outputs
+    assert torch.allclose(res["readout"].P, torch.eye(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="not an nn.Linear"):
+        A.layer_input_agop(net, "layers.1", x)
+
+
+def test_sandwich_baselines_known_cases():
+    from featlearn import agop as A
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    out = A.sandwich_baselines(w, torch.eye(6, dtype=torch.float64), n_draws=3, generator=g)
+    assert out["P"][1.0] == pytest.approx(1.0) and out["I"][1.0] == pytest.approx(1.0)
+    assert out["shuffled P"][1.0] == pytest.approx(1.0)  # shuffling I leaves I
+    assert out["Wishart"][1.0] < 0.999
+    # P = W W^T makes the alpha = 1/2 ansatz exact: (W^T W W^T W)^(1/2) = W^T W
+    exact = A.sandwich_baselines(w, w @ w.T, n_draws=2, generator=g)
+    assert exact["P"][0.5] == pytest.approx(1.0, abs=1e-9)
+    assert exact["shuffled P"][0.5] < exact["P"][0.5]
+
+
+def test_sandwich_power_matches_direct_eigendecomposition():
+    from featlearn import agop as A
+
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(5, 9, generator=g, dtype=torch.float64)
+    z = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    x = z @ z.T
+    direct = {a: A.ansatz_correlation(w.T @ w, A.matrix_power_psd(w.T @ x @ w, a)) for a in (1.0, 0.5)}
+    assert A.sandwich_baselines(w, x, generator=g)["P"] == pytest.approx(direct, abs=1e-10)

@@ -53,6 +53,8 @@ __all__ = [
     "cosine_similarity_matrices",
     "mlp_agops",
     "isotropy_measures",
+    "layer_input_agop",
+    "sandwich_baselines",
 ]
 
 #: What ``outputs`` may be: ``"all"``, a sequence of output indices, an int ``k`` (number of
@@ -220,6 +222,8 @@ def _check_outputs(outputs: object) -> OutputSpec:
                 ">= 1; to select output index i pass a list, e.g. outputs=[i]"
             )
         return int(outputs)
+    if type(outputs).__module__ == "numpy":
+        outputs = torch.as_tensor(outputs)
     if isinstance(outputs, torch.Tensor):
         if torch.is_floating_point(outputs):
             if outputs.ndim != 2 or outputs.shape[0] == 0:
@@ -278,6 +282,8 @@ def _grad_moments(
     chunk_size = _check_positive_int(chunk_size, "chunk_size")
     batch_size = _check_positive_int(batch_size, "batch_size")
     outputs = _check_outputs(outputs)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     _warn_if_training(model)
     device, dtype = _model_device_dtype(model, inputs)
     n = inputs.shape[0]
@@ -491,8 +497,9 @@ def patch_agops(
 ) -> dict[str, torch.Tensor]:
     """Patch AGOPs of several conv layers from shared forward/backward passes.
 
-    Why: the CNFA ansatz compares each conv layer's CNFM W^T W with this G; computing all
-    layers from one batched backward per output chunk is ~100x cheaper than unfolding.
+    Why: the CNFA ansatz compares each conv layer's CNFM W^T W with this G; one batched
+    backward per output chunk serves all layers, with no unfolding (bench/bench_agop.py
+    measures the gain over the unfold + Jacobian route).
 
     G = (1/n) sum_images sum_positions sum_outputs  grad_{x_p} f_c  grad_{x_p} f_c^T,
     where x_p ranges over the patches the conv actually reads (its own stride, padding,
@@ -522,7 +529,9 @@ def patch_agops(
     batch_size
         Images per forward pass.
     generator
-        Random generator for ``outputs=k``; the draw is on the generator's device.
+        Random generator for ``outputs=k`` (ignored otherwise); the draw is made on the
+        generator's device, in float64, so a CPU generator gives the same directions
+        whatever the model's device.
     progress
         Show a tqdm bar over (image batch, output chunk) pairs.
 
@@ -967,3 +976,102 @@ def ansatz_table(
             row["init CNFM vs CNFM"] = ansatz_correlation(ref, feat)
         rows.append(row)
     return rows
+
+
+# ----------------------------------------------------------------------------------------
+# Independent checks and baselines for the DNFA critique
+# ----------------------------------------------------------------------------------------
+
+
+def layer_input_agop(model: nn.Module, layer: str, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """AGOP w.r.t. a linear layer's input, by plain autograd: one backward per output.
+
+    Why: an independent check of G = W^T P W (it never forms P). The layer's input is
+    replaced by a leaf tensor with a forward pre-hook, and each output's gradient with
+    respect to it is taken separately. Slow; meant for checks on few inputs.
+    """
+    _check_model(model)
+    x_all = _check_inputs(inputs, "inputs", None)
+    module = dict(model.named_modules()).get(layer)
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"{layer!r} is not an nn.Linear inside the model")
+    device, dtype = _model_device_dtype(model, x_all)
+    leaf: list[torch.Tensor] = []
+
+    def pre_hook(mod: nn.Module, args: tuple) -> tuple:
+        h = args[0].detach().requires_grad_(True)
+        leaf.append(h)
+        return (h,)
+
+    total = None
+    handle = module.register_forward_pre_hook(pre_hook)
+    try:
+        for start in range(0, x_all.shape[0], batch_size):
+            leaf.clear()
+            x = x_all[start:start + batch_size].to(device=device, dtype=dtype)
+            with torch.enable_grad():
+                f = model(x).reshape(x.shape[0], -1)
+            h = leaf[0]
+            for k in range(f.shape[1]):
+                (g,) = torch.autograd.grad(f[:, k].sum(), h, retain_graph=True)
+                g = g.reshape(-1, g.shape[-1]).to(torch.float64)
+                total = g.T @ g if total is None else total + g.T @ g
+    finally:
+        handle.remove()
+    return (total / x_all.shape[0]).to(dtype)
+
+
+def sandwich_baselines(
+    w: torch.Tensor | nn.Module,
+    p: torch.Tensor,
+    alphas: Sequence[float] = (1.0, 0.5),
+    *,
+    n_draws: int = 5,
+    generator: torch.Generator | None = None,
+) -> dict[str, dict[float, float]]:
+    """corr(W^T W, (W^T X W)^alpha) for the real P and for stand-ins X.
+
+    Why: G = W^T P W is a "sandwich" of W, so part of any ansatz correlation comes from W
+    alone. This measures how much, with X = P (the real thing), X = I, X a random Wishart
+    matrix (Z Z^T / d, Z Gaussian d×d) and X = P with its rows and columns shuffled by a
+    random permutation (same spectrum and diagonal values, alignment with W destroyed).
+    Random stand-ins are averaged over ``n_draws`` draws.
+
+    Returns
+    -------
+    dict
+        ``{"P": {alpha: corr}, "I": ..., "Wishart": ..., "shuffled P": ...}``.
+    """
+    wm = _weight_matrix(w).to(torch.float64)
+    p = _check_square(p, "P").detach().to(device=wm.device, dtype=torch.float64)
+    d = wm.shape[0]
+    if p.shape[0] != d:
+        raise ValueError(f"P must be ({d}, {d}) for a weight with {d} rows, got {tuple(p.shape)}")
+    feat = wm.T @ wm
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+
+    def corr(x: torch.Tensor) -> dict[float, float]:
+        # (W^T X W)^alpha without a d_in x d_in eigendecomposition: with B = X^(1/2) W =
+        # U S V^T, W^T X W = B^T B = V S^2 V^T, so its power is V S^(2 alpha) V^T.
+        b = matrix_power_psd(x, 0.5) @ wm
+        _, sv, vh = torch.linalg.svd(b, full_matrices=False)
+        return {float(a): ansatz_correlation(feat, (vh.T * sv ** (2 * a)) @ vh) for a in alphas}
+
+    def averaged(make: object) -> dict[float, float]:
+        draws = [corr(make()) for _ in range(n_draws)]
+        return {a: sum(dr[a] for dr in draws) / n_draws for a in draws[0]}
+
+    def wishart() -> torch.Tensor:
+        z = torch.randn(d, d, generator=gen, dtype=torch.float64).to(wm.device)
+        return z @ z.T / d
+
+    def shuffled() -> torch.Tensor:
+        perm = torch.randperm(d, generator=gen).to(wm.device)
+        return p[perm][:, perm]
+
+    return {
+        "P": corr(p),
+        "I": corr(torch.eye(d, dtype=torch.float64, device=wm.device)),
+        "Wishart": averaged(wishart),
+        "shuffled P": averaged(shuffled),
+    }

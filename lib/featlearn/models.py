@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "MLP",
     "VanillaCNN",
     "VGGStyle",
     "ResNetStyle",
@@ -22,6 +23,33 @@ __all__ = [
     "cnfa_layers",
     "IMAGENET_MODELS",
 ]
+
+
+class MLP(nn.Module):
+    """The DNFA paper's fully connected net: ``depth`` × [Linear, ReLU], then a Linear readout.
+
+    Bias-free by default, as in the paper. Inputs of any shape are flattened. The linear
+    layers are ``layers.0``, ``layers.2``, ... and ``readout``.
+    """
+
+    def __init__(self, d_in: int, width: int, depth: int, d_out: int, bias: bool = False) -> None:
+        super().__init__()
+        if depth < 1 or width < 1:
+            raise ValueError(f"need depth >= 1 and width >= 1, got depth={depth}, width={width}")
+        mods: list[nn.Module] = []
+        d = d_in
+        for _ in range(depth):
+            mods += [nn.Linear(d, width, bias=bias), nn.ReLU()]
+            d = width
+        self.layers = nn.Sequential(*mods)
+        self.readout = nn.Linear(d, d_out, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.layers(x.flatten(1)))
+
+    def linear_names(self) -> list[str]:
+        """Names of the linear layers, input to output."""
+        return [n for n, m in self.named_modules() if isinstance(m, nn.Linear)]
 
 
 class VanillaCNN(nn.Module):

@@ -6,6 +6,7 @@ same thing, and the Colab install cell must name the one repository in ``_config
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +91,9 @@ def sync_book(root: Path) -> list[Path]:
             written.append(md_path)
         out = jupytext.read(md_path)
         out.metadata.pop("jupytext", None)
-        for c in out.cells:
+        for i, c in enumerate(out.cells):
+            # stable ids, so that re-syncing an unchanged chapter changes nothing in git
+            c.id = hashlib.sha1(f"{i}:{c.source}".encode()).hexdigest()[:8]
             if c.cell_type == "code":
                 c.outputs, c.execution_count = [], None
         nbformat.write(out, md_path.with_suffix(".ipynb"))

@@ -6,6 +6,7 @@ so differences between chapters come from the science, not from the loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -48,12 +49,14 @@ def train_classifier(
     lr: float = 1e-3,
     batch_size: int = 128,
     optimizer: str = "adam",
+    momentum: float = 0.0,
     loss: str = "ce",
     x_test: torch.Tensor | None = None,
     y_test: torch.Tensor | None = None,
     seed: int = 0,
     progress: bool = True,
     desc: str = "training",
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
 ) -> History:
     """Train ``model`` in place on ``(x, y)`` and return its :class:`History`.
 
@@ -66,13 +69,16 @@ def train_classifier(
     epochs, lr, batch_size
         Passes over the data, learning rate and minibatch size.
     optimizer
-        ``"adam"`` or ``"sgd"`` (momentum 0.9).
+        ``"adam"`` or ``"sgd"`` (with ``momentum``, default none).
     loss
         ``"ce"`` (cross-entropy on logits) or ``"mse"`` (against one-hot targets).
     x_test, y_test
         If given, test accuracy is recorded after every epoch.
     seed
         Seeds the minibatch order.
+    on_epoch_end
+        Called as ``on_epoch_end(epoch, model)`` after every epoch (epoch counts from 1),
+        with the model in eval mode; e.g. to measure it during training.
     """
     if len(x) != len(y):
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
@@ -82,7 +88,7 @@ def train_classifier(
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
     if loss not in ("ce", "mse"):
@@ -91,7 +97,7 @@ def train_classifier(
     hist = History()
     model.train()
     bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
-    for _ in bar:
+    for epoch in bar:
         order = torch.randperm(len(x), generator=g)
         total = 0.0
         for i in range(0, len(x), batch_size):
@@ -109,6 +115,10 @@ def train_classifier(
         hist.loss.append(total / len(x))
         if x_test is not None and y_test is not None:
             hist.test_accuracy.append(accuracy(model, x_test, y_test))
+            model.train()
+        if on_epoch_end is not None:
+            model.eval()
+            on_epoch_end(epoch + 1, model)
             model.train()
         bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", **({"test_acc": f"{hist.test_accuracy[-1]:.3f}"} if hist.test_accuracy else {}))
     model.eval()
