@@ -1021,6 +1021,20 @@ def layer_input_agop(model: nn.Module, layer: str, inputs: torch.Tensor, batch_s
     return (total / x_all.shape[0]).to(dtype)
 
 
+def _gram_power(b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(B^T B)^alpha through the smaller of B B^T and B^T B (negative eigenvalues -> 0)."""
+    if b.shape[0] >= b.shape[1]:
+        return matrix_power_psd(b.T @ b, alpha)
+    # B B^T = U S^2 U^T, so B^T B = V S^2 V^T with V = B^T U S^-1 and
+    # (B^T B)^alpha = B^T U S^(2 alpha - 2) U^T B on the nonzero part.
+    evals, u = torch.linalg.eigh(b @ b.T)
+    keep = evals > evals.max().clamp_min(0) * 1e-12
+    u, lam = u[:, keep], evals[keep]
+    bu = b.T @ u
+    out = (bu * lam ** (alpha - 1)) @ bu.T
+    return (out + out.T) / 2
+
+
 def sandwich_baselines(
     w: torch.Tensor | nn.Module,
     p: torch.Tensor,
@@ -1035,7 +1049,8 @@ def sandwich_baselines(
     alone. This measures how much, with X = P (the real thing), X = I, X a random Wishart
     matrix (Z Z^T / d, Z Gaussian d×d) and X = P with its rows and columns shuffled by a
     random permutation (same spectrum and diagonal values, alignment with W destroyed).
-    Random stand-ins are averaged over ``n_draws`` draws.
+    Random stand-ins are averaged over ``n_draws`` draws. Each power is taken through a
+    factor B with B^T B = W^T X W, on the smaller side (no d_in × d_in eigendecomposition).
 
     Returns
     -------
@@ -1047,31 +1062,31 @@ def sandwich_baselines(
     d = wm.shape[0]
     if p.shape[0] != d:
         raise ValueError(f"P must be ({d}, {d}) for a weight with {d} rows, got {tuple(p.shape)}")
+    if n_draws < 1:
+        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
     feat = wm.T @ wm
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    root_p = matrix_power_psd(p, 0.5)
 
-    def corr(x: torch.Tensor) -> dict[float, float]:
-        # (W^T X W)^alpha without a d_in x d_in eigendecomposition: with B = X^(1/2) W =
-        # U S V^T, W^T X W = B^T B = V S^2 V^T, so its power is V S^(2 alpha) V^T.
-        b = matrix_power_psd(x, 0.5) @ wm
-        _, sv, vh = torch.linalg.svd(b, full_matrices=False)
-        return {float(a): ansatz_correlation(feat, (vh.T * sv ** (2 * a)) @ vh) for a in alphas}
+    def corr(b: torch.Tensor) -> dict[float, float]:
+        """b is a factor with b^T b = W^T X W."""
+        return {float(a): ansatz_correlation(feat, _gram_power(b, a)) for a in alphas}
 
-    def averaged(make: object) -> dict[float, float]:
-        draws = [corr(make()) for _ in range(n_draws)]
+    def averaged(make_factor: object) -> dict[float, float]:
+        draws = [corr(make_factor()) for _ in range(n_draws)]
         return {a: sum(dr[a] for dr in draws) / n_draws for a in draws[0]}
 
-    def wishart() -> torch.Tensor:
+    def wishart() -> torch.Tensor:  # X = Z Z^T / d, factor Z^T W / sqrt(d)
         z = torch.randn(d, d, generator=gen, dtype=torch.float64).to(wm.device)
-        return z @ z.T / d
+        return z.T @ wm / math.sqrt(d)
 
-    def shuffled() -> torch.Tensor:
+    def shuffled() -> torch.Tensor:  # X = P[perm][:, perm], factor P^(1/2)[perm][:, perm] W
         perm = torch.randperm(d, generator=gen).to(wm.device)
-        return p[perm][:, perm]
+        return root_p[perm][:, perm] @ wm
 
     return {
-        "P": corr(p),
-        "I": corr(torch.eye(d, dtype=torch.float64, device=wm.device)),
+        "P": corr(root_p @ wm),
+        "I": corr(wm),
         "Wishart": averaged(wishart),
         "shuffled P": averaged(shuffled),
     }
