@@ -37,13 +37,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 
 import torch
+from _harness import peak_bytes, reset_peak, rss_bytes, run_worker
 from torch import nn
 
 D_IN = 784
@@ -85,35 +84,6 @@ def reference_mlp_g(model: nn.Sequential, inputs: torch.Tensor, batch_size: int)
 # ---------------------------------------------------------------------------------------
 # Worker: one measurement in a fresh process
 # ---------------------------------------------------------------------------------------
-
-
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return _peak_bytes()
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_bytes() -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -172,8 +142,8 @@ def worker(args: argparse.Namespace) -> None:
         import gc
 
         gc.collect()
-        _reset_peak()
-        base = _rss_bytes()
+        reset_peak()
+        base = rss_bytes()
     times = []
     result = None
     for _ in range(args.repeats):
@@ -181,7 +151,7 @@ def worker(args: argparse.Namespace) -> None:
         result = fn()
         sync()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else _peak_bytes()
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_bytes()
     if result is not None and args.save:
         torch.save({k: v.detach().cpu() for k, v in result.items()}, args.save)
     print(json.dumps({"time_s": min(times), "peak_mb": max(0, peak - base) / 2**20}))
@@ -203,16 +173,7 @@ def measure(method: str, opts: argparse.Namespace, *, n_inputs: int, repeats: in
     ]
     if save:
         cmd += ["--save", save]
-    env = dict(os.environ)
-    if memory and not opts.device.startswith("cuda"):
-        # Large blocks via mmap are returned to the OS when freed, so the resident set
-        # follows live memory and the peak does not depend on what malloc cached earlier.
-        # (Too slow for timing, hence separate time and memory runs.)
-        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
-    if out.returncode != 0:
-        raise RuntimeError(f"worker {method} failed:\n{out.stderr}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(cmd, memory=memory, device=opts.device)
 
 
 def main() -> None:

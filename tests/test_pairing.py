@@ -1,7 +1,6 @@
 """Each chapter's .md and its output-free .ipynb twin agree; the Colab cell names the repository."""
 
 import shutil
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -28,7 +28,7 @@ import math
 import numbers
 import operator
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 

@@ -1,0 +1,59 @@
+"""Shared by the benchmarks: memory readings and running one measurement in a fresh process.
+
+Why: every benchmark measures peak memory the same way, in a subprocess of its own, so
+that one measurement's allocations never inflate another's peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+
+
+def rss_bytes() -> int:
+    """Current resident set size of this process."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return peak_bytes()
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_bytes() -> int:
+    """Peak resident set size of this process since start or the last :func:`reset_peak`."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def run_worker(cmd: list[str], *, memory: bool, device: str) -> dict:
+    """Run one worker command and return the JSON object on its last output line."""
+    env = dict(os.environ)
+    if memory and not device.startswith("cuda"):
+        # Large blocks via mmap are returned to the OS when freed, so the resident set
+        # follows live memory and the peak does not depend on what malloc cached earlier.
+        # (Too slow for timing, hence separate time and memory runs.)
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {cmd[3] if len(cmd) > 3 else cmd} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
