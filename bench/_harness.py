@@ -57,3 +57,39 @@ def run_worker(cmd: list[str], *, memory: bool, device: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"worker {cmd[3] if len(cmd) > 3 else cmd} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def time_and_peak(fn, device, *, warmup: bool, repeats: int):
+    """Call ``fn`` ``repeats`` times (after one warm-up call if asked).
+
+    Returns the list of wall times in seconds, the peak memory above the level before the
+    timed calls in MiB (CUDA: allocated; CPU: resident set), and ``fn``'s last result.
+    """
+    import gc
+    import time
+
+    import torch
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if warmup:
+        fn()
+        sync()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        gc.collect()
+        reset_peak()
+        base = rss_bytes()
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_bytes()
+    return times, max(0, peak - base) / 2**20, result

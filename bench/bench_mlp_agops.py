@@ -39,10 +39,9 @@ import json
 import os
 import sys
 import tempfile
-import time
 
 import torch
-from _harness import peak_bytes, reset_peak, rss_bytes, run_worker
+from _harness import run_worker, time_and_peak
 from torch import nn
 
 D_IN = 784
@@ -127,34 +126,10 @@ def worker(args: argparse.Namespace) -> None:
         "grams": run_grams,
     }[args.worker]
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    if args.warmup:
-        fn()
-        sync()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        import gc
-
-        gc.collect()
-        reset_peak()
-        base = rss_bytes()
-    times = []
-    result = None
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_bytes()
+    times, peak_mb, result = time_and_peak(fn, device, warmup=args.warmup, repeats=args.repeats)
     if result is not None and args.save:
         torch.save({k: v.detach().cpu() for k, v in result.items()}, args.save)
-    print(json.dumps({"time_s": min(times), "peak_mb": max(0, peak - base) / 2**20}))
+    print(json.dumps({"time_s": min(times), "peak_mb": peak_mb}))
 
 
 # ---------------------------------------------------------------------------------------
