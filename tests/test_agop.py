@@ -544,3 +544,25 @@ def test_sandwich_power_matches_direct_eigendecomposition():
     x = z @ z.T
     direct = {a: A.ansatz_correlation(w.T @ w, A.matrix_power_psd(w.T @ x @ w, a)) for a in (1.0, 0.5)}
     assert A.sandwich_baselines(w, x, generator=g)["P"] == pytest.approx(direct, abs=1e-10)
+
+
+def test_row_space_correlation_drops_the_shared_null_space():
+    from featlearn import agop as A
+
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(3, 20, generator=g, dtype=torch.float64)
+    z = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    p = z @ z.T + 0.1 * torch.eye(3, dtype=torch.float64)
+    G = w.T @ p @ w
+    full = A.ansatz_correlation(w.T @ w, G)
+    restricted = A.row_space_correlation(w, G)
+    # on the 3-dim row space both are 3x3 matrices; the correlation there equals the
+    # correlation of P-sandwiches in the basis of W's rows, computed directly:
+    u, s, vh = torch.linalg.svd(w, full_matrices=False)
+    direct = A.ansatz_correlation(torch.diag(s**2), torch.diag(s) @ u.T @ p @ u @ torch.diag(s))
+    assert restricted == pytest.approx(direct, abs=1e-10)
+    assert restricted != pytest.approx(full, abs=1e-6)  # the mean subtraction differs
+    q = vh.T  # the uncentred cosine is invariant under the restriction
+    assert A.cosine_similarity_matrices(w.T @ w, G) == pytest.approx(
+        A.cosine_similarity_matrices(q.T @ w.T @ w @ q, q.T @ G @ q), abs=1e-12)
+    assert A.row_space_correlation(w, w.T @ w) == pytest.approx(1.0)

@@ -55,6 +55,7 @@ __all__ = [
     "isotropy_measures",
     "layer_input_agop",
     "sandwich_baselines",
+    "row_space_correlation",
 ]
 
 #: What ``outputs`` may be: ``"all"``, a sequence of output indices, an int ``k`` (number of
@@ -1090,3 +1091,22 @@ def sandwich_baselines(
         "Wishart": averaged(wishart),
         "shuffled P": averaged(shuffled),
     }
+
+
+def row_space_correlation(w: torch.Tensor | nn.Module, g: torch.Tensor, alpha: float = 1.0) -> float:
+    """corr(W^T W, G^alpha) with both matrices restricted to the row space of W.
+
+    Why: for a wide-input layer (W of shape d_out × d_in, d_out < d_in), W^T W and
+    G = W^T P W both vanish on the null space of W; this asks whether that shared null
+    space inflates the correlation. Restricting to the row space (Q^T A Q, Q an
+    orthonormal basis of the rows of W) keeps every Frobenius inner product, so the
+    uncentred cosine is unchanged; only the Pearson correlation's mean subtraction differs.
+    """
+    wm = _weight_matrix(w).to(torch.float64)
+    g = _check_square(g, "G").detach().to(device=wm.device, dtype=torch.float64)
+    if g.shape[0] != wm.shape[1]:
+        raise ValueError(f"G must be ({wm.shape[1]}, {wm.shape[1]}) for this weight, got {tuple(g.shape)}")
+    _, s, vh = torch.linalg.svd(wm, full_matrices=False)
+    q = vh[s > 1e-10 * s.max()].T
+    feat = q.T @ (wm.T @ wm) @ q
+    return ansatz_correlation(feat, matrix_power_psd(q.T @ g @ q, alpha))
