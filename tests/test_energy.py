@@ -1,0 +1,65 @@
+"""featlearn.energy against direct computations and the formula's known limits."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from featlearn import data, energy
+
+
+def test_streaming_covariance_equals_direct():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(37, 3, 9, 11, generator=g)
+    cov = energy.PatchCovariance(3)
+    for i in range(0, 37, 8):  # uneven batches
+        cov.update(x[i:i + 8])
+    p = F.unfold(x.double(), 3).transpose(1, 2).reshape(-1, 27)
+    assert cov.n == p.shape[0]
+    assert torch.allclose(cov.mean, p.mean(0), atol=1e-12)
+    assert torch.allclose(cov.covariance, torch.cov(p.T, correction=0), atol=1e-12)
+    with pytest.raises(ValueError, match="4-D"):
+        cov.update(x[0])
+    with pytest.raises(ValueError, match="no patches"):
+        energy.PatchCovariance(3).covariance
+
+
+def test_patch_pca_of_natural_images_is_decreasing_and_orthonormal():
+    x = data.natural_crops(32, 24, channels=1, seed=0)
+    lam2, u = energy.patch_pca(x, 3, batch_size=10)
+    assert lam2.shape == (9,) and torch.all(lam2[:-1] >= lam2[1:])
+    assert torch.allclose(u.T @ u, torch.eye(9, dtype=torch.float64), atol=1e-10)
+    # natural patches: the first component is the smooth (all-same-sign) one
+    assert (u[:, 0] > 0).all() or (u[:, 0] < 0).all()
+
+
+def test_energy_profile_of_known_filters():
+    g = torch.Generator().manual_seed(1)
+    u, _ = torch.linalg.qr(torch.randn(9, 9, generator=g, dtype=torch.float64))
+    w = torch.stack([2 * u[:, 3], -2 * u[:, 3]]).reshape(2, 1, 3, 3)  # both filters equal PC 4 (up to sign)
+    e = energy.energy_profile(w, u)
+    assert e[3] == pytest.approx(1.0) and e.sum() == pytest.approx(1.0)
+    w0 = torch.zeros_like(w) + 0.5 * u[:, 0].reshape(1, 1, 3, 3)
+    de = energy.energy_profile(w + w0, u, init_weight=w0)  # ΔW removes the init
+    assert torch.allclose(de, e)
+    with pytest.raises(ValueError, match="rows"):
+        energy.energy_profile(w, u[:4])
+
+
+def test_theory_limits_and_conventions():
+    lam2 = torch.tensor([4.0, 1.0, 0.25, 0.01], dtype=torch.float64)
+    lam = lam2.sqrt()
+    early = energy.theory_profile(lam2, 1e-6)
+    assert torch.allclose(early, lam / lam.max(), rtol=1e-4)  # e ∝ t λ early
+    late = energy.theory_profile(lam2, 1e6)
+    assert torch.allclose(late, (1 / lam) / (1 / lam).max(), rtol=1e-6)  # e ∝ 1/λ: whitening
+    eta, steps = 1e-3, 2000  # discrete (official) form equals the clean one at t = η · steps
+    assert torch.allclose(energy.theory_profile(lam2, steps, eta=eta), energy.theory_profile(lam2, eta * steps), rtol=5e-3)
+    with pytest.raises(ValueError, match="converge"):
+        energy.theory_profile(lam2, 10, eta=1.0)
+
+
+def test_fit_t_recovers_the_generating_t():
+    lam2 = torch.logspace(1, -3, 9, dtype=torch.float64)
+    t_true = 3.0
+    t, r = energy.fit_t(energy.theory_profile(lam2, t_true), lam2)
+    assert r > 0.9999 and t == pytest.approx(t_true, rel=0.1)
