@@ -37,6 +37,9 @@ __all__ = [
 #: MIME type under which a claim travels inside a notebook output.
 CLAIM_MIME = "application/vnd.featlearn.claim+json"
 
+#: How each verdict is labelled on the page and the scorecard.
+_MARK = {"holds": "✅ holds", "fails": "❌ fails", "not measured": "⚠️ not measured"}
+
 _CONTEXT: dict[str, str] = {"chapter": "unknown", "profile": "unknown"}
 _RECORDED: list[Claim] = []
 
@@ -161,9 +164,7 @@ class Claim:
     def markdown(self) -> str:
         """The claim as a MyST admonition box."""
         kind = {"holds": "tip", "fails": "error", "not measured": "warning"}[self.status]
-        mark = {"holds": "✅ holds", "fails": "❌ fails", "not measured": "⚠️ not measured"}[
-            self.status
-        ]
+        mark = _MARK[self.status]
         lines = [
             f":::{{admonition}} Claim `{self.id}`: {mark}",
             f":class: {kind}",
@@ -243,23 +244,9 @@ def record(
     )
     _RECORDED.append(c)
     if display:
-        _display(c)
+        from featlearn.utils import show
 
-
-def _display(c: Claim) -> None:
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - IPython is always there in the book env
-        print(repr(c))
-        return
-    if get_ipython() is None:
-        print(repr(c))
-        return
-    display(
-        {"text/markdown": c.markdown(), "text/plain": repr(c), CLAIM_MIME: c.to_dict()},
-        raw=True,
-    )
+        show({"text/markdown": c.markdown(), "text/plain": repr(c), CLAIM_MIME: c.to_dict()}, repr(c))
 
 
 def recorded() -> list[Claim]:
@@ -331,11 +318,10 @@ def scorecard_markdown(claims: Sequence[Claim], titles: dict[str, str] | None = 
         "| Chapter | Id | Claim | Paper | Ours | Verdict | Rule | Profile |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    mark = {"holds": "✅ holds", "fails": "❌ fails", "not measured": "⚠️ not measured"}
     for c in claims:
         chapter = titles.get(c.chapter, c.chapter)
         lines.append(
             f"| {_md_cell(chapter)} | `{c.id}` | {_md_cell(c.claim)} | {_md_cell(c.paper)} | "
-            f"{_md_cell(c.value)} | {mark[c.status]} | {_md_cell(c.rule)} | `{c.profile}` |"
+            f"{_md_cell(c.value)} | {_MARK[c.status]} | {_md_cell(c.rule)} | `{c.profile}` |"
         )
     return "\n".join(lines) + "\n"

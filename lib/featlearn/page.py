@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from featlearn import claims
-from featlearn.utils import resolve_device, seed_everything
+from featlearn.utils import resolve_device, seed_everything, show
 
 __all__ = ["ENV_MIME", "Page", "setup", "in_colab", "environment"]
 
@@ -81,14 +81,5 @@ def setup(chapter: str, profile: str, *, device: str = "auto", seed: int = 0) ->
     claims.set_context(chapter, profile)
     env = environment(dev)
     text = f"featlearn: chapter {chapter!r}, profile {profile!r}, device {dev} ({env['device_name']}), torch {env['torch']}, seed {seed}"
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-
-        if get_ipython() is not None:
-            display({"text/plain": text, ENV_MIME: env}, raw=True)
-        else:
-            print(text)
-    except ImportError:  # pragma: no cover
-        print(text)
+    show({"text/plain": text, ENV_MIME: env}, text)
     return Page(chapter, profile, dev, seed, gen, time.time())

@@ -78,10 +78,6 @@ class Book:
             if not (self.root / f).exists():
                 raise BuildError(f"{self.root} is not a book: {f} is missing")
 
-    @property
-    def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.root / "_config.yml").read_text()) or {}
-
     def pages(self) -> list[Path]:
         """Every page named in ``_toc.yml``, resolved to a source file."""
         toc = yaml.safe_load((self.root / "_toc.yml").read_text())

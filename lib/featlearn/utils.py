@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["default_device", "seed_everything", "resolve_device"]
+__all__ = ["default_device", "seed_everything", "resolve_device", "show"]
 
 
 def default_device() -> torch.device:
@@ -52,3 +52,17 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def show(bundle: dict, text: str) -> None:
+    """Display a MIME bundle in IPython (where the build can read it), else print ``text``."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is always there in the book env
+        print(text)
+        return
+    if get_ipython() is None:
+        print(text)
+    else:
+        display(bundle, raw=True)
