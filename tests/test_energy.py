@@ -63,3 +63,38 @@ def test_fit_t_recovers_the_generating_t():
     t_true = 3.0
     t, r = energy.fit_t(energy.theory_profile(lam2, t_true), lam2)
     assert r > 0.9999 and t == pytest.approx(t_true, rel=0.1)
+
+
+def test_second_moment_is_the_uncentred_covariance():
+    x = torch.rand(5, 2, 6, 6, generator=torch.Generator().manual_seed(2))
+    cov = energy.PatchCovariance(3).update(x)
+    assert torch.allclose(cov.second_moment, cov.covariance + torch.outer(cov.mean, cov.mean), atol=1e-12)
+
+
+def test_linear_cnn_readout_is_orthonormal_and_only_the_first_layer_trains():
+    net = energy.LinearCNN(1, 32, groups=4, generator=torch.Generator().manual_seed(0))
+    v = torch.block_diag(*net.readout.weight.reshape(4, 8, 8))  # block-diagonal (K, K)
+    assert torch.allclose(v.T @ v, torch.eye(32), atol=1e-5)
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["conv.weight"]
+    with pytest.raises(ValueError, match="divide"):
+        energy.LinearCNN(1, 30, groups=4)
+
+
+def test_simulated_linear_cnn_follows_the_formula():
+    """Exact GD on the depth-2 linear CNN, small init and step: the formula holds at every t (r >= 0.99)."""
+    x = data.natural_crops(32, 12, channels=1, seed=0)
+    x = x - x.mean()
+    lam2, u = energy.patch_pca(x, 3, center=False)  # the loss's Hessian is the uncentred moment
+    eta = 0.9 / float(lam2.max())
+    run = energy.simulate_linear_cnn(x, eta=eta, steps=[1, 30, 300], init_std=1e-6, seed=0)
+    for s, w in zip(run.steps, run.weights):
+        e = energy.energy_profile(w, u, init_weight=run.init_weight)
+        r = torch.corrcoef(torch.stack([e, energy.theory_profile(lam2, s, eta=eta)]))[0, 1]
+        assert r >= 0.99, (s, float(r))
+    # early the profile follows λ (e ∝ tλ), late it has moved toward 1/λ: the formula is not trivially met
+    e_early = energy.energy_profile(run.weights[0], u, init_weight=run.init_weight)
+    e_late = energy.energy_profile(run.weights[-1], u, init_weight=run.init_weight)
+    lam = lam2.sqrt()
+    assert torch.corrcoef(torch.stack([e_early, lam]))[0, 1] > 0.99
+    assert torch.corrcoef(torch.stack([e_late, lam]))[0, 1] < 0.5
+    assert run.losses[-1] < run.losses[0]

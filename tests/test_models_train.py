@@ -60,3 +60,21 @@ def test_training_learns_a_separable_task_and_is_deterministic():
         train.train_classifier(net, x, y[:3], epochs=1)
     with pytest.raises(ValueError, match="optimizer"):
         train.train_classifier(net, x, y, epochs=1, optimizer="lbfgs")
+
+
+def test_cifar_vgg11_bn_and_resnet20_shapes_and_sizes():
+    vgg = models.vgg11_bn(3, 10)
+    convs = [m for m in vgg.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8 and convs[0].weight.shape == (64, 3, 3, 3)  # VGG11: 8 convs + 3 linear
+    assert sum(isinstance(m, torch.nn.Linear) for m in vgg.modules()) == 3
+    assert vgg(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    res = models.resnet20(1, 10)
+    n_conv3 = sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3) for m in res.modules())
+    assert n_conv3 == 19  # stem + 9 blocks × 2, plus the readout: 20 layers
+    assert sum(p.numel() for p in models.resnet20(3, 10).parameters()) == pytest.approx(0.27e6, rel=0.03)
+    assert res(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    name, conv = models.first_conv(res)
+    assert name == "stem.0" and conv.weight.shape == (16, 1, 3, 3)
+    assert models.first_conv(models.vgg11_bn(1, 10, width=0.25))[1].weight.shape == (16, 1, 3, 3)
+    with pytest.raises(ValueError, match="positive"):
+        models.vgg11_bn(width=0)

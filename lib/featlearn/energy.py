@@ -15,11 +15,13 @@ max-normalised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -28,6 +30,9 @@ __all__ = [
     "energy_profile",
     "theory_profile",
     "fit_t",
+    "LinearCNN",
+    "simulate_linear_cnn",
+    "LinearCNNRun",
 ]
 
 
@@ -82,6 +87,12 @@ class PatchCovariance:
         m = self.mean
         return self._outer / self.n - torch.outer(m, m)
 
+    @property
+    def second_moment(self) -> torch.Tensor:
+        """Uncentred second moment (1/N) Σ p p^T: the Hessian of a linear first layer's loss."""
+        self._check()
+        return self._outer / self.n
+
     def _check(self) -> None:
         if self.n == 0:
             raise ValueError("no patches yet: call update() with at least one batch")
@@ -92,12 +103,14 @@ def patch_pca(
     q: int = 3,
     *,
     batch_size: int = 1024,
+    center: bool = True,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """PCA of all q×q patches: eigenvalues λ² (decreasing) and eigenvectors U (columns).
 
     ``images`` is a tensor (N, C, H, W), processed ``batch_size`` images at a time, or an
-    iterable of such batches (e.g. a DataLoader yielding images).
+    iterable of such batches (e.g. a DataLoader yielding images). ``center=False`` uses
+    the uncentred second moment instead of the covariance.
     """
     cov = PatchCovariance(q)
     if isinstance(images, torch.Tensor):
@@ -107,7 +120,7 @@ def patch_pca(
         batches, total = images, None
     for b in tqdm(batches, total=total, desc="patch PCA", disable=not progress):
         cov.update(b[0] if isinstance(b, (tuple, list)) else b)
-    evals, evecs = torch.linalg.eigh(cov.covariance)
+    evals, evecs = torch.linalg.eigh(cov.covariance if center else cov.second_moment)
     order = torch.argsort(evals, descending=True)
     return evals[order].clamp_min(0), evecs[:, order]
 
@@ -198,3 +211,135 @@ def fit_t(profile: torch.Tensor, lam2: torch.Tensor, ts: Iterable[float] | None 
         if rf[j] > rs[k]:
             return float(fine[j]), float(rf[j])
     return float(ts[k]), float(rs[k])
+
+
+class LinearCNN(nn.Module):
+    """Depth-2 linear CNN: K q×q filters (no padding, no bias), then a 1×1 linear readout.
+
+    Why: the setting of Chowers & Weiss's theorem, small enough to train by exact
+    (full-batch) gradient descent. The readout maps the K filter responses at every
+    position to K outputs; with the readout fixed and orthonormal (V^T V = I, the default),
+    gradient descent on the first layer is exactly gradient descent on the quadratic
+    ½ tr(W M W^T) − tr(W B^T) with M the patch second moment, whose solution is the formula.
+
+    Parameters
+    ----------
+    in_channels, filters, q
+        Input channels c, number of filters K (also the outputs per position), filter side q.
+    groups
+        The readout is block-diagonal with this many orthonormal K/groups × K/groups blocks
+        (still V^T V = I). Many filters average out the randomness of the targets; groups
+        keep the readout's cost linear in K.
+    init_std
+        Standard deviation of the N(0, init_std²) first-layer init: the theorem's ξ term
+        vanishes as it goes to 0.
+    train_readout
+        Also train the readout (a deviation from the theorem's setting, to see what it costs).
+    generator
+        Random source for both layers' init.
+    """
+
+    def __init__(self, in_channels: int, filters: int, q: int = 3, *, groups: int = 1, init_std: float = 1e-4,
+                 train_readout: bool = False, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if groups < 1 or filters % groups:
+            raise ValueError(f"groups must divide filters, got filters={filters}, groups={groups}")
+        if init_std < 0:
+            raise ValueError(f"init_std must be >= 0, got {init_std}")
+        self.conv = nn.Conv2d(in_channels, filters, q, bias=False)
+        self.readout = nn.Conv2d(filters, filters, 1, groups=groups, bias=False)
+        k = filters // groups
+        with torch.no_grad():
+            self.conv.weight.copy_(init_std * torch.randn(self.conv.weight.shape, generator=generator))
+            blocks = torch.linalg.qr(torch.randn(groups, k, k, generator=generator))[0]  # orthonormal blocks
+            self.readout.weight.copy_(blocks.reshape(filters, k, 1, 1))
+        self.readout.weight.requires_grad_(train_readout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.conv(x))
+
+
+@dataclass
+class LinearCNNRun:
+    """Result of :func:`simulate_linear_cnn`: first-layer weights at the requested steps."""
+
+    steps: list[int]
+    weights: list[torch.Tensor]
+    init_weight: torch.Tensor
+    eta: float
+    losses: list[float] = field(default_factory=list)
+
+
+def simulate_linear_cnn(
+    images: torch.Tensor,
+    *,
+    filters: int = 512,
+    groups: int = 32,
+    q: int = 3,
+    eta: float = 0.05,
+    steps: Sequence[int] = (10, 100, 1000),
+    init_std: float = 1e-4,
+    train_readout: bool = False,
+    targets: torch.Tensor | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> LinearCNNRun:
+    """Train a :class:`LinearCNN` by exact gradient descent and keep the filters at ``steps``.
+
+    The loss is the mean over images and positions of ½‖f(x)_pos − y_pos‖². The targets
+    default to independent N(0, 1) values at every output and position: random labels,
+    the case in which the theorem's expected profile depends on the patches alone.
+
+    Parameters
+    ----------
+    images
+        (N, c, H, W), centred (zero mean patch) for the comparison with a covariance PCA.
+    filters, groups, q, init_std, train_readout
+        As for :class:`LinearCNN`.
+    eta, steps
+        Step size and the step counts at which to keep the filters.
+    targets
+        (N, filters, H − q + 1, W − q + 1) instead of the random ones.
+    seed, device, dtype
+        Random source for init and targets; where and in which precision to train.
+
+    Returns
+    -------
+    LinearCNNRun
+        The first-layer weights at each of ``steps`` (on the CPU), the init and the losses.
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be (N, c, H, W), got {tuple(images.shape)}")
+    steps = sorted(int(s) for s in steps)
+    if not steps or steps[0] < 0:
+        raise ValueError(f"steps must be non-negative step counts, got {steps}")
+    dev = torch.device(device) if device is not None else images.device
+    g = torch.Generator().manual_seed(seed)
+    net = LinearCNN(images.shape[1], filters, q, groups=groups, init_std=init_std, train_readout=train_readout,
+                    generator=g).to(device=dev, dtype=dtype)
+    x = images.to(device=dev, dtype=dtype)
+    out_shape = (x.shape[0], filters, x.shape[2] - q + 1, x.shape[3] - q + 1)
+    if targets is None:
+        y = torch.randn(out_shape, generator=g).to(device=dev, dtype=dtype)
+    else:
+        if tuple(targets.shape) != out_shape:
+            raise ValueError(f"targets must have shape {out_shape}, got {tuple(targets.shape)}")
+        y = targets.to(device=dev, dtype=dtype)
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=eta)
+    norm = out_shape[0] * out_shape[2] * out_shape[3]  # images × positions
+    run = LinearCNNRun(steps=steps, weights=[], init_weight=net.conv.weight.detach().cpu().clone(), eta=eta)
+    keep = set(steps)
+    for s in tqdm(range(steps[-1] + 1), desc="linear CNN (GD)", disable=not progress):
+        if s in keep:
+            run.weights.append(net.conv.weight.detach().cpu().clone())
+        if s == steps[-1]:
+            break
+        opt.zero_grad()
+        loss = 0.5 * ((net(x) - y) ** 2).sum() / norm
+        loss.backward()
+        opt.step()
+        run.losses.append(loss.item())
+    return run

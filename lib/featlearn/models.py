@@ -16,6 +16,9 @@ __all__ = [
     "VanillaCNN",
     "VGGStyle",
     "ResNetStyle",
+    "vgg11_bn",
+    "resnet20",
+    "first_conv",
     "BasicBlock",
     "build_model",
     "WeightsUnavailable",
@@ -86,11 +89,15 @@ class VanillaCNN(nn.Module):
 
 
 class VGGStyle(nn.Module):
-    """A small VGG: stages of 3×3 conv + ReLU (optionally BatchNorm), each ended by a 2×2 max-pool."""
+    """A VGG: stages of 3×3 conv + ReLU (optionally BatchNorm), each ended by a 2×2 max-pool.
+
+    Then a global average pool and either one linear layer or, with ``hidden``, the CIFAR
+    VGG head (Linear-ReLU-Dropout twice, then Linear).
+    """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10,
                  stages: Sequence[Sequence[int]] = ((32,), (64,), (128, 128)), batch_norm: bool = False,
-                 bias: bool = True) -> None:
+                 bias: bool = True, hidden: int | None = None, dropout: float = 0.5) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -104,7 +111,13 @@ class VGGStyle(nn.Module):
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c, num_classes)
+        if hidden is None:
+            self.classifier: nn.Module = nn.Linear(c, num_classes)
+        else:
+            self.classifier = nn.Sequential(
+                nn.Linear(c, hidden), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
@@ -149,6 +162,40 @@ class ResNetStyle(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def _scaled(widths: Sequence[int], width: float) -> list[int]:
+    if width <= 0:
+        raise ValueError(f"width multiplier must be positive, got {width}")
+    return [max(1, round(w * width)) for w in widths]
+
+
+def vgg11_bn(in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> VGGStyle:
+    """The CIFAR VGG11 with BatchNorm (first conv c→64, 3×3), as in the whitening paper's code.
+
+    Five stages (64 | 128 | 256, 256 | 512, 512 | 512, 512), each ended by a max-pool, so
+    inputs need at least 32×32 pixels (pad 28×28 images by 2). ``width`` scales every
+    channel count (``width=0.25`` gives a 16-filter first layer), for CPU-sized runs.
+    """
+    a, b, c, d = _scaled((64, 128, 256, 512), width)
+    return VGGStyle(in_channels, num_classes, stages=((a,), (b,), (c, c), (d, d), (d, d)), batch_norm=True,
+                    hidden=d)
+
+
+def resnet20(in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> ResNetStyle:
+    """The CIFAR ResNet20: a 3×3 stem (c→16), three stages of three basic blocks (16, 32, 64).
+
+    ``width`` scales every channel count. Any input size works (global average pool).
+    """
+    return ResNetStyle(in_channels, num_classes, widths=_scaled((16, 32, 64), width), blocks_per_stage=3)
+
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    """The model's first conv layer (in registration order), by name: what sees the image patches."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            return name, m
+    raise ValueError(f"{type(model).__name__} has no Conv2d layer")
 
 
 def build_model(arch: str, in_channels: int, num_classes: int, image_size: int, width: int = 64) -> nn.Module:

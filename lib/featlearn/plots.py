@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["filter_grid", "show_filters", "show_filtered", "plot_layer_correlations"]
+__all__ = ["filter_grid", "show_filters", "show_filtered", "plot_layer_correlations", "plot_energy_profiles",
+           "plot_spectra"]
 
 
 def filter_grid(vectors: torch.Tensor, c_in: int, q: int) -> np.ndarray:
@@ -109,3 +110,41 @@ def plot_layer_correlations(frame, *, panel: str, series: str, value: str = "cor
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_energy_profiles(profiles: dict[str, torch.Tensor], *, theory: dict[str, torch.Tensor] | None = None,
+                         ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+    """Energy profiles over principal components: measured ones as markers, theory as lines.
+
+    ``profiles`` and ``theory`` map a legend label to a max-normalised profile (one value
+    per component, in decreasing-variance order).
+    """
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.6))
+    markers = "os^Dv<>ph*"
+    for i, (label, e) in enumerate(profiles.items()):
+        e = torch.as_tensor(e).detach().cpu().double()
+        ax.plot(np.arange(1, len(e) + 1), e.numpy(), marker=markers[i % len(markers)], ls=":", ms=5, label=label)
+    for label, e in (theory or {}).items():
+        e = torch.as_tensor(e).detach().cpu().double()
+        ax.plot(np.arange(1, len(e) + 1), e.numpy(), ls="-", lw=1.5, alpha=0.8, label=label)
+    ax.set_xlabel("principal component of the patches (decreasing variance)")
+    ax.set_ylabel("energy (max-normalised)")
+    ax.set_ylim(0, 1.08)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_spectra(spectra: dict[str, torch.Tensor], *, ax: plt.Axes | None = None) -> plt.Axes:
+    """Patch-PCA spectra λ_i² as fractions of the total variance, on a log scale."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    for label, lam2 in spectra.items():
+        lam2 = torch.as_tensor(lam2).detach().cpu().double()
+        ax.semilogy(np.arange(1, len(lam2) + 1), (lam2 / lam2.sum()).numpy(), marker="o", ms=4, label=label)
+    ax.set_xlabel("principal component")
+    ax.set_ylabel("λ² / Σλ² (fraction of patch variance)")
+    ax.legend(fontsize=8)
+    return ax
