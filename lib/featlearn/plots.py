@@ -117,17 +117,24 @@ def plot_energy_profiles(profiles: dict[str, torch.Tensor], *, theory: dict[str,
     """Energy profiles over principal components: measured ones as markers, theory as lines.
 
     ``profiles`` and ``theory`` map a legend label to a max-normalised profile (one value
-    per component, in decreasing-variance order).
+    per component, in decreasing-variance order). When both hold the same number of
+    entries, each theory line takes the colour of the profile in the same position.
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6))
     markers = "os^Dv<>ph*"
+    theory = theory or {}
+    paired = len(theory) == len(profiles)  # then the i-th curve shares the i-th profile's colour
+    colours = []
     for i, (label, e) in enumerate(profiles.items()):
         e = torch.as_tensor(e).detach().cpu().double()
-        ax.plot(np.arange(1, len(e) + 1), e.numpy(), marker=markers[i % len(markers)], ls=":", ms=5, label=label)
-    for label, e in (theory or {}).items():
+        line, = ax.plot(np.arange(1, len(e) + 1), e.numpy(), marker=markers[i % len(markers)], ls=":", ms=5,
+                        label=label)
+        colours.append(line.get_color())
+    for i, (label, e) in enumerate(theory.items()):
         e = torch.as_tensor(e).detach().cpu().double()
-        ax.plot(np.arange(1, len(e) + 1), e.numpy(), ls="-", lw=1.5, alpha=0.8, label=label)
+        ax.plot(np.arange(1, len(e) + 1), e.numpy(), ls="-", lw=1.5, alpha=0.8, label=label,
+                color=colours[i] if paired else None)
     ax.set_xlabel("principal component of the patches (decreasing variance)")
     ax.set_ylabel("energy (max-normalised)")
     ax.set_ylim(0, 1.08)
