@@ -119,7 +119,8 @@ def main() -> None:
               f"{err:>12.1e}", flush=True)
     print("speed-up = unfold time / stream time. peak = the process's whole resident set (CUDA: allocated) at "
           "its peak, data included; above = peak minus the level before the call. max rel dλ² = largest "
-          "eigenvalue difference relative to λ²_max.")
+          "eigenvalue difference between the two, relative to λ²_max (the stream accumulates in float64, the "
+          "reference in float32, as the paper's code does).")
 
 
 if __name__ == "__main__":

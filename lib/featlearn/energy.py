@@ -59,19 +59,30 @@ class PatchCovariance:
         self._outer: torch.Tensor | None = None
 
     def update(self, images: torch.Tensor) -> PatchCovariance:
-        """Add every patch of a batch of images (N, C, H, W)."""
+        """Add every patch of a batch of images (N, C, H, W).
+
+        The batch is processed a few images at a time (about 2M float64 patch entries per
+        chunk, so it stays in cache), with one batched matmul per chunk and no transpose of
+        the unfolded patches.
+        """
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got {getattr(images, 'shape', type(images))}")
-        cols = F.unfold(images.to(torch.float64), self.q, stride=self.stride, padding=self.padding)
-        p = cols.transpose(1, 2).reshape(-1, cols.shape[1])  # (N * positions, c*q*q)
+        d = images.shape[1] * self.q * self.q
         if self._sum is None:
-            self._sum = torch.zeros(p.shape[1], dtype=torch.float64, device=p.device)
-            self._outer = torch.zeros(p.shape[1], p.shape[1], dtype=torch.float64, device=p.device)
-        elif p.shape[1] != self._sum.shape[0]:
-            raise ValueError(f"patch size changed from {self._sum.shape[0]} to {p.shape[1]} (channel count?)")
-        self._sum += p.sum(0)
-        self._outer += p.T @ p
-        self.n += p.shape[0]
+            self._sum = torch.zeros(d, dtype=torch.float64, device=images.device)
+            self._outer = torch.zeros(d, d, dtype=torch.float64, device=images.device)
+        elif d != self._sum.shape[0]:
+            raise ValueError(f"patch size changed from {self._sum.shape[0]} to {d} (channel count?)")
+        assert self._outer is not None
+        h, w = ((n + 2 * self.padding - self.q) // self.stride + 1 for n in images.shape[2:])
+        positions = max(1, h) * max(1, w)
+        chunk = max(1, (1 << 21) // max(1, d * positions))
+        for i in range(0, images.shape[0], chunk):
+            cols = F.unfold(images[i:i + chunk].to(torch.float64), self.q, stride=self.stride,
+                            padding=self.padding)  # (n, d, positions)
+            self._sum += cols.sum((0, 2))
+            self._outer += (cols @ cols.transpose(1, 2)).sum(0)
+            self.n += cols.shape[0] * cols.shape[2]
         return self
 
     @property
