@@ -1,0 +1,583 @@
+"""Non-Gaussian inputs and the emergence of localized receptive fields.
+
+Why: Ingrosso & Goldt (PNAS 2022) found that a two-layer network learns localized receptive
+fields from inputs that are non-Gaussian enough, and Lufkin, Saxe & Grant (NeurIPS 2024)
+traced it to the sign of 3 − κ (κ: the pixels' marginal kurtosis). This module generates
+the data families both papers use, measures localization, trains many small networks in
+one batched computation, and evaluates the analytical account.
+
+Conventions
+-----------
+* Inputs live on a ring of D pixels (1D) or a D×D torus (2D, flattened to D² pixels);
+  ``periodic=False`` gives open boundaries.
+* A correlation length ξ sets the latent covariance C_ij = exp(−d_ij² / ξ²) (d: the
+  circular distance; in 2D, C = kron(C₁, C₁)).
+* NLGP gain: x = erf(g z) / Z(g) with z ~ N(0, C) and Z(g)² = (2/π) arcsin(2g² / (1 + 2g²)),
+  so Var x_i = 1. The Ingrosso–Goldt code writes erf(g' z / √2): its gains are g' = √2 g.
+* Every sampler takes a 1-D tensor of family parameters (gains, k, ...), one per network,
+  and returns samples of shape (B, n, pixels), so that B networks train on their own data
+  in one batched computation.
+* Class 0 has correlation length ξ₀, class 1 has ξ₁ (the longer one in both papers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import integrate
+from torch import nn
+from tqdm.auto import tqdm
+
+__all__ = [
+    "latent_covariance", "gain_normaliser", "nlgp_covariance", "nlgp_kurtosis", "kur_scale", "kur_kurtosis",
+    "Family", "NLGP", "GaussianControl", "Kur", "Ising", "SinglePulse", "Elliptical", "make_family",
+    "two_class_batch", "ipr", "kurtosis", "rf_spectrum", "peak_frequency", "rf_centres", "tiling_gaps",
+    "TwoLayer", "OnlineRun", "train_online", "amplifier", "amplifier_table", "effective_dynamics",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Covariances and marginal statistics
+# ---------------------------------------------------------------------------------------
+
+def _check_geometry(D: int, xi: float, dim: int) -> None:
+    if D < 2:
+        raise ValueError(f"need D >= 2 pixels per side, got {D}")
+    if not xi > 0:
+        raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+    if dim not in (1, 2):
+        raise ValueError(f"dim must be 1 or 2, got {dim}")
+
+
+def latent_covariance(D: int, xi: float, *, dim: int = 1, periodic: bool = True) -> torch.Tensor:
+    """C_ij = exp(−d_ij² / ξ²) on a ring (or a line) of D pixels; kron(C₁, C₁) in 2D. float64."""
+    _check_geometry(D, xi, dim)
+    i = torch.arange(D, dtype=torch.float64)
+    d = (i[:, None] - i[None, :]).abs()
+    if periodic:
+        d = torch.minimum(d, D - d)
+    c = torch.exp(-(d ** 2) / xi ** 2)
+    return torch.kron(c, c) if dim == 2 else c
+
+
+def gain_normaliser(g: torch.Tensor | float) -> torch.Tensor:
+    """Z(g) = sqrt((2/π) arcsin(2g² / (1 + 2g²))): the standard deviation of erf(g z), z ~ N(0, 1)."""
+    g = torch.as_tensor(g, dtype=torch.float64)
+    if (g <= 0).any():
+        raise ValueError("gains must be > 0")
+    return torch.sqrt(2 / math.pi * torch.arcsin(2 * g ** 2 / (1 + 2 * g ** 2)))
+
+
+def nlgp_covariance(c: torch.Tensor, g: float) -> torch.Tensor:
+    """Exact covariance of the NLGP with latent covariance ``c`` and gain ``g``.
+
+    E[erf(g z_i) erf(g z_j)] = (2/π) arcsin(2g² C_ij / (1 + 2g²)) for unit-variance z.
+    """
+    g2 = float(g) ** 2
+    return 2 / math.pi * torch.arcsin(2 * g2 * c / (1 + 2 * g2)) / gain_normaliser(g) ** 2
+
+
+def nlgp_kurtosis(g: float) -> float:
+    """Marginal kurtosis E[x⁴] / E[x²]² of the NLGP, by adaptive quadrature over z ~ N(0, 1)."""
+    if not g > 0:
+        raise ValueError(f"gain must be > 0, got {g}")
+    from scipy.special import erf
+
+    dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    m4 = 2 * integrate.quad(lambda z: erf(g * z) ** 4 * dens(z), 0, np.inf, limit=200, points=None)[0]
+    return m4 / float(gain_normaliser(g)) ** 4
+
+
+def _kur_quantile(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Q_k at 2p − 1 = u: u / (1 − |u|^k)^(1/k)."""
+    a = u.abs().clamp(max=1 - 1e-15)
+    return u / torch.exp(torch.log(-torch.expm1(k * torch.log(a.clamp_min(1e-300)))) / k)
+
+
+def _check_k(k: float) -> None:
+    if not k > 2:
+        raise ValueError(f"Kur(k) needs k > 2 for a finite variance, got k={k}")
+
+
+def _kur_moment(k: float, p: int) -> float:
+    """E|Q_k(U)|^p = ∫₀¹ u^p (1 − u^k)^(−p/k) du = B((p + 1)/k, 1 − p/k) / k (a Beta integral)."""
+    from scipy.special import beta
+
+    return float(beta((p + 1) / k, 1 - p / k) / k)
+
+
+def kur_scale(k: float) -> float:
+    """s_k: the standard deviation of Q_k(U), U uniform on (0, 1), so that Kur(k) has unit variance."""
+    _check_k(k)
+    return math.sqrt(_kur_moment(k, 2))
+
+
+def kur_kurtosis(k: float) -> float:
+    """Marginal kurtosis of Kur(k), in closed form: infinite for k <= 4.
+
+    Exact values: k = 5 → 4.29, k = 6 → 2.92, k = 10 → 2.07. (Finite-sample estimates
+    come out lower for k = 5, whose eighth moment is infinite.)
+    """
+    _check_k(k)
+    if k <= 4:
+        return math.inf
+    return _kur_moment(k, 4) / _kur_moment(k, 2) ** 2
+
+
+def _sqrt_psd(c: torch.Tensor) -> torch.Tensor:
+    """A square root L with L Lᵀ = C for a symmetric PSD C (eigenvalues clipped at 0)."""
+    evals, evecs = torch.linalg.eigh(c)
+    return evecs * evals.clamp_min(0).sqrt()
+
+
+# ---------------------------------------------------------------------------------------
+# Data families
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class Family:
+    """A family of input distributions, one member per network: ``params`` (B,).
+
+    Subclasses implement :meth:`sample`; ``D``, ``dim`` and ``periodic`` fix the geometry.
+    """
+
+    params: torch.Tensor
+    D: int = 40
+    dim: int = 1
+    periodic: bool = True
+    name: str = "family"
+    _roots: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.params = torch.as_tensor(self.params, dtype=torch.float64).reshape(-1)
+        _check_geometry(self.D, 1.0, self.dim)
+
+    @property
+    def pixels(self) -> int:
+        return self.D ** self.dim
+
+    @property
+    def B(self) -> int:
+        return len(self.params)
+
+    def root(self, xi: float) -> torch.Tensor:
+        """Cached square root of the latent covariance at correlation length ξ (pixels × pixels)."""
+        key = ("latent", float(xi))
+        if key not in self._roots:
+            if self.dim == 2:  # kron(L₁, L₁) is a root of kron(C₁, C₁)
+                l1 = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
+                self._roots[key] = torch.kron(l1, l1)
+            else:
+                self._roots[key] = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
+        return self._roots[key]
+
+    def latent(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        """z ~ N(0, C_ξ), shape (B, n, pixels), float64."""
+        if not xi > 0:
+            raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+        w = torch.randn(self.B, n, self.pixels, generator=generator, dtype=torch.float64)
+        return w @ self.root(xi).T
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def kurtosis(self) -> torch.Tensor:
+        """Analytic marginal kurtosis per member (NaN where no closed form is implemented)."""
+        return torch.full((self.B,), float("nan"), dtype=torch.float64)
+
+
+class NLGP(Family):
+    """Non-linear Gaussian process x = erf(g z) / Z(g); ``params`` are the gains g."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.params <= 0).any():
+            raise ValueError("NLGP gains must be > 0")
+        self.name = "NLGP"
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        g = self.params[:, None, None]
+        return torch.erf(g * self.latent(xi, n, generator)) / gain_normaliser(g)
+
+    def kurtosis(self) -> torch.Tensor:
+        return torch.tensor([nlgp_kurtosis(float(g)) for g in self.params], dtype=torch.float64)
+
+
+class GaussianControl(Family):
+    """The Gaussian process with the NLGP's exact covariance; ``params`` are the NLGP gains matched."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.params <= 0).any():
+            raise ValueError("gains must be > 0")
+        self.name = "Gaussian control"
+
+    def covariance(self, xi: float) -> torch.Tensor:
+        """(B, pixels, pixels): the NLGP covariance for each gain."""
+        c = latent_covariance(self.D, xi, dim=self.dim, periodic=self.periodic)
+        return torch.stack([nlgp_covariance(c, float(g)) for g in self.params])
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        key = ("control", float(xi))
+        if key not in self._roots:
+            self._roots[key] = torch.stack([_sqrt_psd(c) for c in self.covariance(xi)])
+        w = torch.randn(self.B, n, self.pixels, generator=generator, dtype=torch.float64)
+        return w @ self._roots[key].transpose(1, 2)
+
+    def kurtosis(self) -> torch.Tensor:
+        return torch.full((self.B,), 3.0, dtype=torch.float64)
+
+
+class Kur(Family):
+    """Lufkin et al.'s Kur(k): x = Q_k(Φ(z)) / s_k elementwise on a GP z; ``params`` are k > 2."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for k in self.params:
+            _check_k(float(k))
+        self.name = "Kur(k)"
+        self._scale = torch.tensor([kur_scale(float(k)) for k in self.params], dtype=torch.float64)
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        u = torch.erf(self.latent(xi, n, generator) / math.sqrt(2))  # 2Φ(z) − 1
+        k = self.params[:, None, None]
+        return _kur_quantile(u, k) / self._scale[:, None, None]
+
+    def kurtosis(self) -> torch.Tensor:
+        return torch.tensor([kur_kurtosis(float(k)) for k in self.params], dtype=torch.float64)
+
+
+class Ising(Family):
+    """±1 Ising chains (1D only), ⟨s_i s_(i+d)⟩ = tanh(J)^d (open; periodic adds the way round).
+
+    ``params`` only count the members (one per network).
+
+    tanh(J) = exp(−1/ξ), so ξ is the correlation length in pixels. Samples are exact and
+    independent: each chain is drawn site by site from the exact conditional of the
+    transfer-matrix solution (periodic: conditioned on the first spin through the closing
+    bond), so no Markov-chain decorrelation is needed. Marginals are ±1 (κ = 1).
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dim != 1:
+            raise ValueError("Ising chains are 1D; use dim=1")
+        self.name = "Ising"
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        if not xi > 0:
+            raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+        t = math.exp(-1.0 / xi)
+        D = self.D
+        s = torch.empty(self.B, n, D, dtype=torch.float64)
+        s[..., 0] = torch.where(torch.rand(self.B, n, generator=generator) < 0.5, -1.0, 1.0)
+        for i in range(1, D):
+            prev, first = s[..., i - 1], s[..., 0]
+            # weight of s_i = +1 vs −1: T(prev, s) · T^(D − i)(s, first) (periodic) or T(prev, s) (open)
+            m = D - i
+            close = (lambda v: 1 + (t ** m) * v * first) if self.periodic else (lambda v: 1.0)
+            w_plus = (1 + t * prev) * close(1.0)
+            w_minus = (1 - t * prev) * close(-1.0)
+            p = w_plus / (w_plus + w_minus)
+            s[..., i] = torch.where(torch.rand(self.B, n, generator=generator, dtype=torch.float64) < p, 1.0, -1.0)
+        return s
+
+    def kurtosis(self) -> torch.Tensor:
+        return torch.ones(self.B, dtype=torch.float64)
+
+
+class SinglePulse(Family):
+    """One Gaussian bump exp(−d²/ξ²) of random sign at a uniformly random pixel, standardised.
+
+    Heavy-tailed marginals (most pixels near 0): κ > 3. ``params`` are unused (one member
+    per network). Standardised by the exact per-pixel variance, (1/D) Σ_d bump(d)².
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.name = "single pulse"
+
+    def _bump(self, xi: float) -> torch.Tensor:
+        return latent_covariance(self.D, xi, dim=self.dim, periodic=self.periodic)  # row j: bump centred at j
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        bumps = self._bump(xi)
+        scale = bumps[0].pow(2).mean().sqrt()
+        centre = torch.randint(0, self.pixels, (self.B, n), generator=generator)
+        sign = torch.where(torch.rand(self.B, n, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)
+        return sign[..., None] * bumps[centre] / scale
+
+    def kurtosis_at(self, xi: float) -> float:
+        b = self._bump(xi)[0]
+        return float(b.pow(4).mean() / b.pow(2).mean() ** 2)
+
+
+class Elliptical(Family):
+    """Elliptical inputs x = L √P u/|u| with u ~ N(0, I_P), L Lᵀ = C: uniform on an ellipsoid.
+
+    Same covariance as the GP, marginal kurtosis 3P/(P + 2) (just below 3), yet
+    elliptically symmetric, so the analytical account predicts no localization.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.name = "elliptical"
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        u = torch.randn(self.B, n, self.pixels, generator=generator, dtype=torch.float64)
+        u = u * math.sqrt(self.pixels) / u.norm(dim=-1, keepdim=True)
+        return u @ self.root(xi).T
+
+    def kurtosis(self) -> torch.Tensor:
+        p = self.pixels
+        return torch.full((self.B,), 3 * p / (p + 2), dtype=torch.float64)
+
+
+_FAMILIES: dict[str, type[Family]] = {
+    "nlgp": NLGP, "gaussian": GaussianControl, "kur": Kur, "ising": Ising, "pulse": SinglePulse,
+    "elliptical": Elliptical,
+}
+
+
+def make_family(name: str, params: Sequence[float] | torch.Tensor, *, D: int, dim: int = 1,
+                periodic: bool = True) -> Family:
+    """A family by name: ``nlgp`` (gains), ``gaussian`` (gains matched), ``kur`` (k), ``ising``,
+    ``pulse``, ``elliptical`` (params only count the members)."""
+    if name not in _FAMILIES:
+        raise ValueError(f"unknown family {name!r}; choose one of {', '.join(_FAMILIES)}")
+    return _FAMILIES[name](torch.as_tensor(params, dtype=torch.float64), D=D, dim=dim, periodic=periodic)
+
+
+def two_class_batch(family: Family, xis: tuple[float, float], n: int,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """n fresh examples per network, half from ξ₀ (label 0) and half from ξ₁ (label 1), shuffled.
+
+    Returns x (B, n, pixels) float64 and y (n,) in {0, 1}, shared by the networks.
+    """
+    if n < 2:
+        raise ValueError(f"need n >= 2 examples per batch, got {n}")
+    n1 = n // 2
+    x = torch.cat([family.sample(xis[0], n - n1, generator), family.sample(xis[1], n1, generator)], dim=1)
+    y = torch.cat([torch.zeros(n - n1), torch.ones(n1)]).to(torch.float64)
+    perm = torch.randperm(n, generator=generator)
+    return x[:, perm], y[perm]
+
+
+# ---------------------------------------------------------------------------------------
+# Measures
+# ---------------------------------------------------------------------------------------
+
+def ipr(w: torch.Tensor) -> torch.Tensor:
+    """Inverse participation ratio Σ w_i⁴ / (Σ w_i²)² over the last dim: 1/D (spread) to 1 (one pixel)."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    return w.pow(4).sum(-1) / w.pow(2).sum(-1).pow(2)
+
+
+def kurtosis(x: torch.Tensor) -> float:
+    """Empirical marginal kurtosis E[(x − m)⁴] / E[(x − m)²]², pooled over all pixels (per-pixel means)."""
+    x = torch.as_tensor(x, dtype=torch.float64).reshape(-1, x.shape[-1])
+    xc = x - x.mean(0)
+    return float(xc.pow(4).mean() / xc.pow(2).mean() ** 2)
+
+
+def rf_spectrum(w: torch.Tensor) -> torch.Tensor:
+    """Power |FFT(w)|² over the non-negative frequencies of 1D receptive fields, normalised per field."""
+    p = torch.fft.rfft(torch.as_tensor(w, dtype=torch.float64), dim=-1).abs() ** 2
+    return p / p.sum(-1, keepdim=True)
+
+
+def peak_frequency(w: torch.Tensor) -> torch.Tensor:
+    """The frequency (cycles per D pixels) with the most power, per receptive field."""
+    return rf_spectrum(w).argmax(-1)
+
+
+def rf_centres(w: torch.Tensor) -> torch.Tensor:
+    """Circular centre of mass of w² for 1D receptive fields on a ring, in pixels [0, D)."""
+    w = torch.as_tensor(w, dtype=torch.float64)
+    D = w.shape[-1]
+    phase = torch.exp(2j * math.pi * torch.arange(D, dtype=torch.float64) / D)
+    z = (w.pow(2).to(torch.complex128) * phase).sum(-1)
+    return (torch.angle(z) / (2 * math.pi) * D) % D
+
+
+def tiling_gaps(centres: torch.Tensor, D: int) -> torch.Tensor:
+    """Gaps between consecutive receptive-field centres around the ring, divided by D/K.
+
+    Perfect tiling gives all ones; fields piled on one spot give one gap of K and zeros.
+    """
+    c = torch.sort(torch.as_tensor(centres, dtype=torch.float64), dim=-1).values
+    gaps = torch.diff(torch.cat([c, c[..., :1] + D], dim=-1), dim=-1)
+    return gaps / (D / c.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# Networks and online SGD
+# ---------------------------------------------------------------------------------------
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "erf": lambda h: torch.erf(h / math.sqrt(2)),
+    "sigmoid": torch.sigmoid,
+    "relu": torch.relu,
+}
+
+
+class TwoLayer(nn.Module):
+    """B independent two-layer networks f(x) = Σ_k a_k σ(s · w_kᵀx + b_k), trained together.
+
+    Parameters
+    ----------
+    B, K, pixels
+        Number of networks, hidden units per network, input size.
+    activation
+        ``"erf"`` (σ(h) = erf(h/√2), Ingrosso–Goldt), ``"sigmoid"`` or ``"relu"``.
+    convention
+        ``"ig"``: s = 1/√pixels (Ingrosso–Goldt); ``"lufkin"``: s = 1.
+    train_readout
+        Train a (initialised at 1/K) instead of fixing it at 1/K.
+    bias
+        Trainable biases, initialised alternately at +1 and −1 (Ingrosso–Goldt), else none.
+    init_std
+        Standard deviation of the N(0, init_std²) first-layer init (0.1 in Ingrosso–Goldt).
+    generator
+        Random source for the init.
+    """
+
+    def __init__(self, B: int, K: int, pixels: int, *, activation: str = "erf", convention: str = "ig",
+                 train_readout: bool = False, bias: bool = True, init_std: float = 0.1,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {activation!r}")
+        if convention not in ("ig", "lufkin"):
+            raise ValueError(f"convention must be 'ig' or 'lufkin', got {convention!r}")
+        if B < 1 or K < 1 or pixels < 2:
+            raise ValueError(f"need B >= 1, K >= 1, pixels >= 2; got {B}, {K}, {pixels}")
+        self.act = _ACTIVATIONS[activation]
+        self.scale = 1 / math.sqrt(pixels) if convention == "ig" else 1.0
+        self.w = nn.Parameter(init_std * torch.randn(B, K, pixels, generator=generator, dtype=torch.float64))
+        signs = torch.where(torch.arange(K) % 2 == 0, 1.0, -1.0).to(torch.float64)
+        self.b = nn.Parameter(signs.repeat(B, 1), requires_grad=bias) if bias else None
+        self.a = nn.Parameter(torch.full((B, K), 1.0 / K, dtype=torch.float64), requires_grad=train_readout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, n, pixels) → outputs (B, n)."""
+        h = self.scale * torch.einsum("bkp,bnp->bnk", self.w, x)
+        if self.b is not None:
+            h = h + self.b[:, None, :]
+        return (self.act(h) * self.a[:, None, :]).sum(-1)
+
+
+@dataclass
+class OnlineRun:
+    """Result of :func:`train_online`: times (steps / pixels) and first-layer weights at those times."""
+
+    times: list[float]
+    weights: list[torch.Tensor]
+    losses: list[float]
+
+
+def train_online(model: TwoLayer, family: Family, xis: tuple[float, float], *, steps: int, batch: int,
+                 lr: float, bias_lr: float | None = None, record: Sequence[int] = (), seed: int = 0,
+                 progress: bool = True, desc: str = "online SGD") -> OnlineRun:
+    """Online SGD on fresh two-class batches, all B networks in one batched computation.
+
+    The loss of each network is the batch mean of ½(f(x) − y)²; the losses are summed over
+    networks, so each network's gradient is its own. ``bias_lr`` defaults to lr / pixels
+    (Ingrosso–Goldt). ``record`` lists the steps at which to keep the weights; time is
+    reported as steps / pixels.
+    """
+    if steps < 0 or batch < 2 or not lr > 0:
+        raise ValueError(f"need steps >= 0, batch >= 2, lr > 0; got {steps}, {batch}, {lr}")
+    g = torch.Generator().manual_seed(seed)
+    pixels = model.w.shape[-1]
+    groups = [{"params": [model.w], "lr": lr}]
+    if model.b is not None and model.b.requires_grad:
+        groups.append({"params": [model.b], "lr": lr / pixels if bias_lr is None else bias_lr})
+    if model.a.requires_grad:
+        groups.append({"params": [model.a], "lr": lr})
+    opt = torch.optim.SGD(groups, lr=lr)
+    keep = set(int(r) for r in record)
+    run = OnlineRun(times=[], weights=[], losses=[])
+    for step in tqdm(range(steps + 1), desc=desc, disable=not progress, mininterval=1.0):
+        if step in keep:
+            run.times.append(step / pixels)
+            run.weights.append(model.w.detach().clone())
+        if step == steps:
+            break
+        x, y = two_class_batch(family, xis, batch, g)
+        loss = 0.5 * ((model(x) - y) ** 2).mean(1).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % max(1, steps // 100) == 0:
+            run.losses.append(loss.item() / model.w.shape[0])
+    return run
+
+
+# ---------------------------------------------------------------------------------------
+# Theory (Lufkin, Saxe & Grant)
+# ---------------------------------------------------------------------------------------
+
+def amplifier(marginal: torch.Tensor, a: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    """φ(a) = E_x[x · erf(a x / √(2(1 − a²)))] by Monte Carlo over samples of the pixel marginal.
+
+    Returns (φ(a), standard error), elementwise in ``a`` (|a| < 1). For Gaussian x,
+    φ(a) = √(2/π) a exactly; non-Gaussian marginals bend it by ≈ √(2/π)(3 − κ)a³/6.
+    """
+    x = torch.as_tensor(marginal, dtype=torch.float64).reshape(-1)
+    a = torch.as_tensor(a, dtype=torch.float64)
+    if (a.abs() >= 1).any():
+        raise ValueError("need |a| < 1")
+    shape = a.shape
+    a = a.reshape(-1, 1)
+    vals = x * torch.erf(a * x / torch.sqrt(2 * (1 - a ** 2)))
+    return vals.mean(1).reshape(shape), (vals.std(1) / math.sqrt(x.numel())).reshape(shape)
+
+
+def amplifier_table(marginal: torch.Tensor, n_grid: int = 401) -> Callable[[torch.Tensor], torch.Tensor]:
+    """φ tabulated on a grid over (−1, 1) from marginal samples, returned as a vectorised function.
+
+    Linear interpolation between grid points; φ is odd, so the table is built on a ≥ 0.
+    """
+    grid = torch.linspace(0, 1 - 1e-6, n_grid, dtype=torch.float64)
+    phi = torch.cat([amplifier(marginal, grid[i:i + 32])[0] for i in range(0, n_grid, 32)])
+
+    def fn(a: torch.Tensor) -> torch.Tensor:
+        a = torch.as_tensor(a, dtype=torch.float64)
+        s = a.sign()
+        pos = a.abs().clamp(max=float(grid[-1])) / float(grid[-1]) * (n_grid - 1)
+        i = pos.floor().long().clamp(max=n_grid - 2)
+        frac = pos - i
+        return s * (phi[i] * (1 - frac) + phi[i + 1] * frac)
+
+    return fn
+
+
+def effective_dynamics(w0: torch.Tensor, sigma0: torch.Tensor, sigma1: torch.Tensor,
+                       phi: Callable[[torch.Tensor], torch.Tensor], *, tau: float, steps: int,
+                       record: Sequence[int] = ()) -> list[torch.Tensor]:
+    """Integrate w ← w + τ[φ(Σ₁w / √(wᵀΣ₁w)) − (Σ₀ + Σ₁)w], the single-neuron dynamics.
+
+    Derived for a ReLU neuron f = (wᵀx)₊ without bias, trained on the balanced mean of
+    ½(f − y)² with y = 1 for class 1: for inputs symmetric under x → −x,
+    E[(wᵀx)₊ x] = ½Σw exactly, and E₁[1(wᵀx > 0) x_i] = ½φ(a_i) when wᵀx given x_i is
+    Gaussian (the approximation that defines φ). The expected gradient step is then this
+    map with τ = lr/4. Lufkin et al. write the decay as ½(Σ₀ + Σ₁)w; that changes only the
+    scale of w by 2 (a is scale-free), not the shape of the receptive field.
+    Returns w at each of ``record`` and at the last step.
+    """
+    w = torch.as_tensor(w0, dtype=torch.float64).clone()
+    total = sigma0 + sigma1
+    keep, out = set(int(r) for r in record) | {steps}, []
+    for s in range(steps + 1):
+        if s in keep:
+            out.append(w.clone())
+        if s == steps:
+            break
+        v = sigma1 @ w
+        w = w + tau * (phi(v / torch.sqrt(w @ v)) - total @ w)
+    return out
