@@ -311,10 +311,6 @@ class SinglePulse(Family):
         sign = torch.where(torch.rand(self.B, n, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)
         return sign[..., None] * bumps[centre] / scale
 
-    def kurtosis_at(self, xi: float) -> float:
-        b = self._bump(xi)[0]
-        return float(b.pow(4).mean() / b.pow(2).mean() ** 2)
-
 
 class Elliptical(Family):
     """Elliptical inputs x = L √P u/|u| with u ~ N(0, I_P), L Lᵀ = C: uniform on an ellipsoid.
@@ -354,17 +350,17 @@ def make_family(name: str, params: Sequence[float] | torch.Tensor, *, D: int, di
 
 def two_class_batch(family: Family, xis: tuple[float, float], n: int,
                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n fresh examples per network, half from ξ₀ (label 0) and half from ξ₁ (label 1), shuffled.
+    """n fresh examples per network: the first n − n//2 from ξ₀ (label 0), the rest from ξ₁ (label 1).
 
-    Returns x (B, n, pixels) float64 and y (n,) in {0, 1}, shared by the networks.
+    Returns x (B, n, pixels) float64 and y (n,) in {0, 1}, shared by the networks. Not
+    shuffled: a minibatch gradient is a mean, so the order is irrelevant.
     """
     if n < 2:
         raise ValueError(f"need n >= 2 examples per batch, got {n}")
     n1 = n // 2
     x = torch.cat([family.sample(xis[0], n - n1, generator), family.sample(xis[1], n1, generator)], dim=1)
     y = torch.cat([torch.zeros(n - n1), torch.ones(n1)]).to(torch.float64)
-    perm = torch.randperm(n, generator=generator)
-    return x[:, perm], y[perm]
+    return x, y
 
 
 # ---------------------------------------------------------------------------------------
