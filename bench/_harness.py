@@ -93,3 +93,20 @@ def time_and_peak(fn, device, *, warmup: bool, repeats: int):
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_bytes()
     return times, max(0, peak - base) / 2**20, result
+
+
+def dispatch(opts, worker) -> bool:
+    """Run ``worker(opts)`` if this process is a worker (``--worker`` given); return True then.
+
+    Otherwise check that a requested CUDA device exists (exit with a message if not) and
+    return False, so the caller goes on as the driver.
+    """
+    if opts.worker:
+        worker(opts)
+        return True
+    if opts.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda requested but no CUDA GPU is available")
+    return False

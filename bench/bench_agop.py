@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _harness import run_worker, time_and_peak
+from _harness import dispatch, run_worker, time_and_peak
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,12 +137,8 @@ def main() -> None:
     p.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--save", default=None, help=argparse.SUPPRESS)
     opts = p.parse_args()
-
-    if opts.worker:
-        worker(opts)
+    if dispatch(opts, worker):
         return
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but no CUDA GPU is available")
     n = opts.n_images or (4 if opts.quick else 16)
     repeats = opts.repeats or (1 if opts.quick else 5)
 

@@ -41,7 +41,7 @@ import sys
 import tempfile
 
 import torch
-from _harness import run_worker, time_and_peak
+from _harness import dispatch, run_worker, time_and_peak
 from torch import nn
 
 D_IN = 784
@@ -173,11 +173,8 @@ def main() -> None:
     if opts.batch_size == 0:
         opts.batch_size = None
 
-    if opts.worker:
-        worker(opts)
+    if dispatch(opts, worker):
         return
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but no CUDA GPU is available")
     n = opts.n_inputs or (200 if opts.quick else 1000)
     repeats = opts.repeats or (1 if opts.quick else 3)
     bs = opts.batch_size or n

@@ -25,11 +25,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 
 import torch
 import torch.nn.functional as F
-from _harness import peak_bytes, run_worker, time_and_peak
+from _harness import dispatch, peak_bytes, run_worker, time_and_peak
 
 
 def load_images(name: str, n: int | None) -> tuple[torch.Tensor, str]:
@@ -97,11 +96,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--warmup", action="store_true", help=argparse.SUPPRESS)
     opts = p.parse_args()
-    if opts.worker:
-        worker(opts)
+    if dispatch(opts, worker):
         return
-    if opts.device.startswith("cuda") and not torch.cuda.is_available():
-        sys.exit("--device cuda requested but no CUDA GPU is available")
     cases = [("fashion_mnist", 10000)] if opts.quick else [("fashion_mnist", None), ("cifar10", 10000)]
     print(f"patch PCA, 3×3 patches, device={opts.device}, torch {torch.__version__}, "
           f"threads={torch.get_num_threads()}, batch={opts.batch}")

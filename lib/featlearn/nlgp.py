@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -149,10 +150,12 @@ class Family:
     D: int = 40
     dim: int = 1
     periodic: bool = True
-    name: str = "family"
+    name: str = ""
     _roots: dict = field(default_factory=dict, repr=False)
+    label: ClassVar[str] = "family"
 
     def __post_init__(self) -> None:
+        self.name = self.name or self.label
         self.params = torch.as_tensor(self.params, dtype=torch.float64).reshape(-1)
         _check_geometry(self.D, 1.0, self.dim)
 
@@ -197,14 +200,19 @@ class Family:
         return torch.full((self.B,), float("nan"), dtype=torch.float64)
 
 
-class NLGP(Family):
-    """Non-linear Gaussian process x = erf(g z) / Z(g); ``params`` are the gains g."""
+class _GainFamily(Family):
+    """A family whose members are NLGP gains, which must be positive."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if (self.params <= 0).any():
-            raise ValueError("NLGP gains must be > 0")
-        self.name = "NLGP"
+            raise ValueError(f"{type(self).__name__} gains must be > 0, got {self.params.tolist()}")
+
+
+class NLGP(_GainFamily):
+    """Non-linear Gaussian process x = erf(g z) / Z(g); ``params`` are the gains g."""
+
+    label = "NLGP"
 
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         g = self.params[:, None, None]
@@ -214,14 +222,10 @@ class NLGP(Family):
         return torch.tensor([nlgp_kurtosis(float(g)) for g in self.params], dtype=torch.float64)
 
 
-class GaussianControl(Family):
+class GaussianControl(_GainFamily):
     """The Gaussian process with the NLGP's exact covariance; ``params`` are the NLGP gains matched."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if (self.params <= 0).any():
-            raise ValueError("gains must be > 0")
-        self.name = "Gaussian control"
+    label = "Gaussian control"
 
     def covariance(self, xi: float) -> torch.Tensor:
         """(B, pixels, pixels): the NLGP covariance for each gain."""
@@ -242,11 +246,12 @@ class GaussianControl(Family):
 class Kur(Family):
     """Lufkin et al.'s Kur(k): x = Q_k(Φ(z)) / s_k elementwise on a GP z; ``params`` are k > 2."""
 
+    label = "Kur(k)"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for k in self.params:
             _check_k(float(k))
-        self.name = "Kur(k)"
         self._scale = torch.tensor([kur_scale(float(k)) for k in self.params], dtype=torch.float64)
 
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -269,11 +274,12 @@ class Ising(Family):
     bond), so no Markov-chain decorrelation is needed. Marginals are ±1 (κ = 1).
     """
 
+    label = "Ising"
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dim != 1:
             raise ValueError("Ising chains are 1D; use dim=1")
-        self.name = "Ising"
 
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         if not xi > 0:
@@ -304,9 +310,7 @@ class SinglePulse(Family):
     per network). Standardised by the exact per-pixel variance, (1/D) Σ_d bump(d)².
     """
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.name = "single pulse"
+    label = "single pulse"
 
     def _bump(self, xi: float) -> torch.Tensor:
         return latent_covariance(self.D, xi, dim=self.dim, periodic=self.periodic)  # row j: bump centred at j
@@ -326,9 +330,7 @@ class Elliptical(Family):
     elliptically symmetric, so the analytical account predicts no localization.
     """
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.name = "elliptical"
+    label = "elliptical"
 
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         u = torch.randn(self.B, n, self.pixels, generator=generator, dtype=torch.float64)
