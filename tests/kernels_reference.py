@@ -19,45 +19,46 @@ def _arccos(s, dx, dz):
     return norm * (torch.sin(th) + (math.pi - th) * cos) / math.pi, (math.pi - th) / math.pi
 
 
-def reference_conv_kernels(x, z, q=3, depth=3, M=None):
-    """(NNGP, NTK) matrices by the all-pairs recursion, one image pair at a time."""
+def reference_conv_kernels(x, z, q=3, depth=3, M=None, px=None):
+    """(NNGP, NTK) matrices by the all-pairs recursion, one image pair at a time.
+
+    ``px`` (n, P, d) replaces x's unfolded patches, so that each patch can be a variable.
+    """
     d = x.shape[1] * q * q
     m = torch.eye(d, dtype=x.dtype) if M is None else M.to(x.dtype)
-    px = F.unfold(x, q).transpose(1, 2)  # (n, P, d)
+    px = F.unfold(x, q).transpose(1, 2) if px is None else px  # (n, P, d)
     pz = F.unfold(z, q).transpose(1, 2)
     h1 = x.shape[2] - q + 1
     w1 = x.shape[3] - q + 1
-    nngp = torch.zeros(len(x), len(z), dtype=x.dtype)
-    ntk = torch.zeros_like(nngp)
+    nngp = [[None] * len(z) for _ in range(len(x))]
+    ntk = [[None] * len(z) for _ in range(len(x))]
+    diag = lambda t: torch.einsum("ijij->ij", t)  # noqa: E731
     for a in range(len(x)):
         for b in range(len(z)):
-            s = (px[a] @ m @ pz[b].T / d).reshape(h1, w1, h1, w1)  # every position pair
+            # layer 1 (linear): every position pair of x with z, of x with x, of z with z
+            s = (px[a] @ m @ pz[b].T / d).reshape(h1, w1, h1, w1)
             sx = (px[a] @ m @ px[a].T / d).reshape(h1, w1, h1, w1)
             sz = (pz[b] @ m @ pz[b].T / d).reshape(h1, w1, h1, w1)
-            t = s.clone()
+            t = s
+            act, actx, actz, act_dot = s, sx, sz, None
             h, w = h1, w1
-            for layer in range(depth):
-                dx = torch.einsum("ijij->ij", sx)[:, :, None, None]
-                dz = torch.einsum("ijij->ij", sz)[None, None]
-                k1, k0 = _arccos(s, dx, dz)
-                if layer == depth - 1:
-                    nngp[a, b] = torch.einsum("ijij->ij", k1).mean()
-                    ntk[a, b] = torch.einsum("ijij->ij", k1 + t * k0).mean()
-                    break
-                kx = _arccos(sx, torch.einsum("ijij->ij", sx)[:, :, None, None], torch.einsum("ijij->ij", sx)[None, None])[0]
-                kz = _arccos(sz, torch.einsum("ijij->ij", sz)[:, :, None, None], torch.einsum("ijij->ij", sz)[None, None])[0]
+            for _ in range(depth - 1):
                 hn, wn = h - q + 1, w - q + 1
-                new_s = torch.zeros(hn, wn, hn, wn, dtype=x.dtype)
-                new_t = torch.zeros_like(new_s)
-                new_sx, new_sz = torch.zeros_like(new_s), torch.zeros_like(new_s)
+                new = [0, 0, 0, 0]
+                tk = t if act_dot is None else t * act_dot
                 for dy in range(q):
                     for dxo in range(q):
                         sl = (slice(dy, dy + hn), slice(dxo, dxo + wn), slice(dy, dy + hn), slice(dxo, dxo + wn))
-                        new_s += k1[sl]
-                        new_t += (t * k0)[sl]
-                        new_sx += kx[sl]
-                        new_sz += kz[sl]
-                s, sx, sz = new_s / q ** 2, new_sx / q ** 2, new_sz / q ** 2
-                t = s + new_t / q ** 2
+                        new = [new[0] + act[sl], new[1] + actx[sl], new[2] + actz[sl], new[3] + tk[sl]]
+                s, sx, sz = new[0] / q ** 2, new[1] / q ** 2, new[2] / q ** 2
+                t = s + new[3] / q ** 2
+                ex, ez = diag(sx), diag(sz)
+                act, act_dot = _arccos(s, ex[:, :, None, None], ez[None, None])
+                actx = _arccos(sx, ex[:, :, None, None], ex[None, None])[0]
+                actz = _arccos(sz, ez[:, :, None, None], ez[None, None])[0]
                 h, w = hn, wn
-    return nngp, ntk
+            if act_dot is None:
+                nngp[a][b], ntk[a][b] = diag(act).mean(), diag(act + t).mean()
+            else:
+                nngp[a][b], ntk[a][b] = diag(act).mean(), diag(act + t * act_dot).mean()
+    return torch.stack([torch.stack(r) for r in nngp]), torch.stack([torch.stack(r) for r in ntk])

@@ -6,20 +6,25 @@ a learned metric M. This module computes that kernel in PyTorch, in blocks of im
 
 The network
 -----------
-``depth`` VALID q×q conv layers with ReLU, then a linear readout of the flattened last
-feature map (no pooling), in the NTK parametrisation with He scaling:
+As in the paper's notebooks: a linear patch layer, then (depth − 1) × [VALID q×q conv,
+ReLU], then a linear readout of the flattened last feature map (no pooling), in the NTK
+parametrisation (He scaling after ReLUs):
 
 * h¹_p = W¹ x_p / √d, with x_p the p-th patch (d = c·q·q entries, ordered like
-  ``conv.weight.flatten(1)``); with a metric, the patch inner product is x_pᵀ M z_p;
-* h^{ℓ+1}_p = √2 Σ_δ W^{ℓ+1}_δ relu(h^ℓ_{p+δ}) / √(C q²);
-* f = √2 vᵀ flatten(relu(h^L)) / √(C P), P positions in the last map.
+  ``conv.weight.flatten(1)``); with a metric, the patch inner product is x_pᵀ M z_p. The
+  paper's code expands the image into patches with padding ("SAME"); here the patches are
+  the VALID ones, so every map is q − 1 pixels smaller;
+* h² = Σ_δ W²_δ h¹_{p+δ} / √(C q²) (no ReLU before the first conv), and for ℓ ≥ 2
+  h^{ℓ+1}_p = √2 Σ_δ W^{ℓ+1}_δ relu(h^ℓ_{p+δ}) / √(C q²);
+* f = √2 vᵀ flatten(relu(h^L)) / √(C P), P positions in the last map (for depth 1 the
+  readout reads h¹ directly, without √2: a linear kernel).
 
 Which position pairs are needed
 -------------------------------
 The readout sums over positions with independent weights, so only *aligned* pairs
 (position p of x with position p of z) enter the output kernel; and an aligned pair at layer
-ℓ + 1 needs only aligned pairs at layer ℓ (p + δ with p + δ). So each layer is an
-elementwise arc-cosine map followed by a q×q average pool over the map of aligned pairs:
+ℓ + 1 needs only aligned pairs at layer ℓ (p + δ with p + δ). So each layer is a q×q
+average pool over the map of aligned pairs followed by an elementwise arc-cosine map:
 O(P) per image pair and layer instead of O(P²).
 """
 
@@ -31,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["relu_expectations", "aligned_patch_products", "conv_kernels", "conv_ntk", "conv_nngp"]
+__all__ = ["relu_expectations", "raw_patches", "aligned_patch_products", "conv_kernels", "kernel_from_patches",
+           "metric_root", "conv_ntk", "conv_nngp"]
 
 
 def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,10 +46,17 @@ def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tu
     Returns (2 E[relu(u) relu(v)], 2 E[relu'(u) relu'(v)]): the arc-cosine kernels of
     degree 1 and 0, √(dx dz)(sin θ + (π − θ) cos θ)/π and (π − θ)/π with cos θ = s/√(dx dz).
     """
-    norm = torch.sqrt(dx * dz).clamp_min(1e-30)
-    cos = (s / norm).clamp(-1.0, 1.0)
-    theta = torch.arccos(cos)
-    k1 = norm * (torch.sqrt(1 - cos * cos) + (math.pi - theta) * cos) / math.pi  # sin θ = √(1 − cos² θ)
+    norm = torch.sqrt((dx * dz).clamp_min(1e-60))  # clamp first: no infinite gradient at a zero patch
+    cos = s / norm
+    # Values are exact; gradients go through a clamped cosine, so parallel pairs (an image with
+    # itself, two flat patches), where the arc-cosine's derivative is infinite, contribute 0
+    # instead of NaN when the kernel is differentiated (ConvRFM's AGOP).
+    eps = 1e-7
+    c_safe = cos.clamp(-1 + eps, 1 - eps)
+    c_val = cos.clamp(-1.0, 1.0)
+    theta = torch.arccos(c_safe) + (torch.arccos(c_val) - torch.arccos(c_safe)).detach()
+    sin = torch.sqrt(1 - c_safe * c_safe) + (torch.sqrt(1 - c_val * c_val) - torch.sqrt(1 - c_safe * c_safe)).detach()
+    k1 = norm * (sin + (math.pi - theta) * c_val) / math.pi
     k0 = (math.pi - theta) / math.pi
     return k1, k0
 
@@ -53,25 +66,31 @@ def _check_images(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
 
 
-def _patches(x: torch.Tensor, q: int, m_root: torch.Tensor | None) -> torch.Tensor:
-    """Patches (N, H', W', d), transformed by Lᵀ where M = L Lᵀ, and divided by √d."""
+def raw_patches(x: torch.Tensor, q: int) -> torch.Tensor:
+    """Every q×q patch of images (N, C, H, W) as (N, H − q + 1, W − q + 1, C·q·q), conv-weight order."""
     n, _, h, w = x.shape
-    cols = F.unfold(x, q)  # (N, d, P)
-    d = cols.shape[1]
-    if m_root is not None:
-        cols = torch.einsum("de,ndp->nep", m_root, cols)
-    return (cols / math.sqrt(d)).transpose(1, 2).reshape(n, h - q + 1, w - q + 1, -1)
+    return F.unfold(x, q).transpose(1, 2).reshape(n, h - q + 1, w - q + 1, -1)
+
+
+def _transform(p: torch.Tensor, root: torch.Tensor | None) -> torch.Tensor:
+    """Patches mapped so that plain inner products are x_pᵀ M z_p / d (M = L Lᵀ)."""
+    d = p.shape[-1]
+    return (p if root is None else p @ root) / math.sqrt(d)
+
+
+def _patches(x: torch.Tensor, q: int, m_root: torch.Tensor | None) -> torch.Tensor:
+    return _transform(raw_patches(x, q), m_root)
 
 
 def aligned_patch_products(x: torch.Tensor, z: torch.Tensor, q: int = 3, M: torch.Tensor | None = None) -> torch.Tensor:
     """Σ¹ at aligned positions: (x_pᵀ M z_p) / d for every image pair, shape (Nx, Nz, H', W')."""
     _check_images(x, "x")
     _check_images(z, "z")
-    root = _metric_root(M, x.shape[1] * q * q, x)
+    root = metric_root(M, x.shape[1] * q * q, x)
     return torch.einsum("ahwd,bhwd->abhw", _patches(x, q, root), _patches(z, q, root))
 
 
-def _metric_root(M: torch.Tensor | None, d: int, like: torch.Tensor) -> torch.Tensor | None:
+def metric_root(M: torch.Tensor | None, d: int, like: torch.Tensor) -> torch.Tensor | None:
     """L with M = L Lᵀ (M symmetric PSD, d × d), or None for M = I."""
     if M is None:
         return None
@@ -104,8 +123,8 @@ def conv_kernels(
     x, z
         Images (N, C, H, W) of the same channel count and size.
     q, depth
-        Filter size and number of conv layers (each VALID, so every layer shrinks the map
-        by q − 1 pixels).
+        Filter size and number of layers: the patch layer and depth − 1 VALID convs with
+        ReLU (every layer shrinks the map by q − 1 pixels).
     M
         Metric on first-layer patches (d × d, PSD; d = C·q·q); ``None`` means the identity.
     block_size
@@ -132,45 +151,44 @@ def conv_kernels(
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     dev = torch.device(device) if device is not None else x.device
     x, z = x.to(dev, dtype), z.to(dev, dtype)
-    root = _metric_root(M, x.shape[1] * q * q, x)
-    diag_x, diag_z = _self_maps(x, q, depth, root, block_size), _self_maps(z, q, depth, root, block_size)
+    root = metric_root(M, x.shape[1] * q * q, x)
     nngp = torch.empty(len(x), len(z), dtype=dtype, device=dev)
     ntk = torch.empty_like(nngp)
     blocks = [(i, j) for i in range(0, len(x), block_size) for j in range(0, len(z), block_size)]
     for i, j in tqdm(blocks, desc="conv kernel blocks", disable=not progress):
-        px = _patches(x[i:i + block_size], q, root)
-        pz = _patches(z[j:j + block_size], q, root)
-        sigma = torch.einsum("ahwd,bhwd->abhw", px, pz)
-        theta = sigma
-        for layer in range(depth):
-            dx = diag_x[layer][i:i + block_size, None]
-            dz = diag_z[layer][None, j:j + block_size]
-            k1, k0 = relu_expectations(sigma, dx, dz)
-            if layer < depth - 1:  # next conv layer: average over the q×q window of aligned pairs
-                sigma_next = _pool(k1, q)
-                theta = sigma_next + _pool(theta * k0, q)
-                sigma = sigma_next
-            else:  # readout over all positions
-                nngp[i:i + block_size, j:j + block_size] = k1.mean((2, 3))
-                ntk[i:i + block_size, j:j + block_size] = (k1 + theta * k0).mean((2, 3))
+        k_nngp, k_ntk = kernel_from_patches(raw_patches(x[i:i + block_size], q), raw_patches(z[j:j + block_size], q),
+                                            q=q, depth=depth, root=root)
+        nngp[i:i + block_size, j:j + block_size] = k_nngp
+        ntk[i:i + block_size, j:j + block_size] = k_ntk
     return nngp, ntk
+
+
+def kernel_from_patches(px: torch.Tensor, pz: torch.Tensor, *, q: int, depth: int,
+                        root: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NNGP, NTK) between two sets of images given as raw patch maps (N, H', W', d); differentiable.
+
+    ``root`` is L with M = L Lᵀ (None: M = I). Used by :func:`conv_kernels` block by block,
+    and by ConvRFM to differentiate the predictor with respect to each patch.
+    """
+    tx, tz = _transform(px, root), _transform(pz, root)
+    sigma = torch.einsum("ahwd,bhwd->abhw", tx, tz)  # layer 1: the (linear) patch layer
+    dx, dz = tx.pow(2).sum(-1), tz.pow(2).sum(-1)  # per-image variance maps (He scaling keeps them)
+    theta = sigma
+    act, act_dot = sigma, None  # the first layer's output enters the next conv without a ReLU
+    for _ in range(depth - 1):
+        sigma = _pool(act, q)
+        theta = sigma + _pool(theta if act_dot is None else theta * act_dot, q)
+        dx = F.avg_pool2d(dx[:, None], q, stride=1)[:, 0]
+        dz = F.avg_pool2d(dz[:, None], q, stride=1)[:, 0]
+        act, act_dot = relu_expectations(sigma, dx[:, None], dz[None])
+    if act_dot is None:  # depth 1: a linear kernel
+        return act.mean((2, 3)), (act + theta).mean((2, 3))
+    return act.mean((2, 3)), (act + theta * act_dot).mean((2, 3))
 
 
 def _pool(t: torch.Tensor, q: int) -> torch.Tensor:
     a, b, h, w = t.shape
     return F.avg_pool2d(t.reshape(a * b, 1, h, w), q, stride=1).reshape(a, b, h - q + 1, w - q + 1)
-
-
-def _self_maps(x: torch.Tensor, q: int, depth: int, root: torch.Tensor | None,
-               block_size: int) -> list[torch.Tensor]:
-    """Per-image variance maps Σ^ℓ(x, x) at aligned positions, for each layer (He scaling keeps them)."""
-    maps = []
-    cur = torch.cat([_patches(x[i:i + block_size], q, root).pow(2).sum(-1) for i in range(0, len(x), block_size)])
-    for layer in range(depth):
-        maps.append(cur)
-        if layer < depth - 1:
-            cur = F.avg_pool2d(cur[:, None], q, stride=1)[:, 0]
-    return maps
 
 
 def conv_ntk(x: torch.Tensor, z: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
