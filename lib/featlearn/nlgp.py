@@ -167,30 +167,28 @@ class Family:
     def B(self) -> int:
         return len(self.params)
 
-    def root(self, xi: float) -> torch.Tensor:
-        """Cached square root of the latent covariance at correlation length ξ (pixels × pixels)."""
-        key = ("latent", float(xi))
+    def _root1(self, xi: float) -> torch.Tensor:
+        """Cached square root of the 1D (per-axis) latent covariance at correlation length ξ."""
+        key = ("axis", float(xi))
         if key not in self._roots:
-            if self.dim == 2:  # kron(L₁, L₁) is a root of kron(C₁, C₁)
-                l1 = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
-                self._roots[key] = torch.kron(l1, l1)
-            else:
-                self._roots[key] = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
+            self._roots[key] = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
         return self._roots[key]
+
+    def root(self, xi: float) -> torch.Tensor:
+        """Square root of the latent covariance at correlation length ξ (pixels × pixels)."""
+        l1 = self._root1(xi)
+        return torch.kron(l1, l1) if self.dim == 2 else l1  # kron(L₁, L₁) is a root of kron(C₁, C₁)
 
     def latent(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         """z ~ N(0, C_ξ), shape (B, n, pixels), float64."""
         if not xi > 0:
             raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+        l1 = self._root1(xi)
         if self.dim == 2:  # vec(L₁ W L₁ᵀ) = (L₁ ⊗ L₁) vec(W): 2D³ instead of D⁴ operations per sample
-            key = ("latent1", float(xi))
-            if key not in self._roots:
-                self._roots[key] = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
-            l1 = self._roots[key]
             w = torch.randn(self.B, n, self.D, self.D, generator=generator, dtype=torch.float64)
             return (l1 @ w @ l1.T).reshape(self.B, n, self.pixels)
         w = torch.randn(self.B, n, self.pixels, generator=generator, dtype=torch.float64)
-        return w @ self.root(xi).T
+        return w @ l1.T
 
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -291,10 +289,9 @@ class Ising(Family):
         for i in range(1, D):
             prev, first = s[..., i - 1], s[..., 0]
             # weight of s_i = +1 vs −1: T(prev, s) · T^(D − i)(s, first) (periodic) or T(prev, s) (open)
-            m = D - i
-            close = (lambda v: 1 + (t ** m) * v * first) if self.periodic else (lambda v: 1.0)
-            w_plus = (1 + t * prev) * close(1.0)
-            w_minus = (1 - t * prev) * close(-1.0)
+            t_close = t ** (D - i) if self.periodic else 0.0  # an open chain has no closing bond
+            w_plus = (1 + t * prev) * (1 + t_close * first)
+            w_minus = (1 - t * prev) * (1 - t_close * first)
             p = w_plus / (w_plus + w_minus)
             s[..., i] = torch.where(torch.rand(self.B, n, generator=generator, dtype=torch.float64) < p, 1.0, -1.0)
         return s
