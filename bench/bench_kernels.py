@@ -30,10 +30,10 @@ from _harness import dispatch, run_worker, time_and_peak
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
-def images(n: int, size: int) -> torch.Tensor:
+def images(n: int, size: int, channels: int) -> torch.Tensor:
     from featlearn import data
 
-    return data.natural_crops(n, size, channels=1, seed=0).double()
+    return data.natural_crops(n, size, channels=channels, seed=0).double()
 
 
 def worker(opts: argparse.Namespace) -> None:
@@ -41,9 +41,10 @@ def worker(opts: argparse.Namespace) -> None:
     from kernels_reference import reference_conv_kernels
 
     device = torch.device(opts.device)
-    x = images(opts.n, opts.size)
+    x = images(opts.n, opts.size, opts.channels)
     if opts.worker == "fast":
-        fn = lambda: conv_kernels(x.to(device), q=3, depth=opts.depth, block_size=opts.block)  # noqa: E731
+        dtype = getattr(torch, opts.dtype)
+        fn = lambda: conv_kernels(x.to(device), q=3, depth=opts.depth, block_size=opts.block, dtype=dtype)  # noqa: E731
     else:
         k = opts.ref_pairs
         fn = lambda: reference_conv_kernels(x[:1], x[:k], q=3, depth=opts.depth)  # noqa: E731
@@ -58,7 +59,7 @@ def worker(opts: argparse.Namespace) -> None:
 
 def measure(kind: str, opts: argparse.Namespace, memory: bool) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--n", str(opts.n), "--size", str(opts.size),
-           "--depth", str(opts.depth), "--block", str(opts.block), "--ref-pairs", str(opts.ref_pairs),
+           "--depth", str(opts.depth), "--channels", str(opts.channels), "--dtype", opts.dtype, "--block", str(opts.block), "--ref-pairs", str(opts.ref_pairs),
            "--device", opts.device]
     return run_worker(cmd, memory=memory, device=opts.device)
 
@@ -69,7 +70,10 @@ def main() -> None:
     p.add_argument("--n", type=int, default=None, help="images (default 1000, 200 with --quick)")
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--block", type=int, default=100, help="images per kernel block")
+    p.add_argument("--channels", type=int, default=3, help="1 or 3 (SVHN has 3)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="featlearn's precision "
+                   "(ConvRFM computes kernels in float32; the reference is float64)")
+    p.add_argument("--block", type=int, default=64, help="images per kernel block")
     p.add_argument("--ref-pairs", type=int, default=20, help="image pairs the reference is timed on")
     p.add_argument("--device", default="cpu")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -82,7 +86,8 @@ def main() -> None:
     pairs = opts.n * opts.n
     ref_total = ref["time_s"] / opts.ref_pairs * pairs
     err = max(abs(a - b) / abs(b) for a, b in zip(fast["ntk_row"], ref["ntk_row"]))
-    print(f"conv NTK+NNGP, n = {opts.n}, {opts.size}×{opts.size}, q = 3, depth {opts.depth}, device={opts.device}, "
+    print(f"conv NTK+NNGP, n = {opts.n}, {opts.channels}×{opts.size}×{opts.size}, q = 3, depth {opts.depth}, "
+          f"{opts.dtype}, block {opts.block}, device={opts.device}, "
           f"torch {torch.__version__}, threads={torch.get_num_threads()}")
     print(f"{'method':<34} {'time s':>10} {'peak MB':>9}")
     print(f"{'aligned pairs (featlearn)':<34} {fast['time_s']:>10.2f} {fast_m['peak_mb']:>9.0f}")

@@ -35,17 +35,20 @@ def reference_conv_kernels(x, z, q=3, depth=3, M=None, px=None):
     diag = lambda t: torch.einsum("ijij->ij", t)  # noqa: E731
     for a in range(len(x)):
         for b in range(len(z)):
-            # layer 1 (linear): every position pair of x with z, of x with x, of z with z
+            # layer 1: every position pair of x with z, of x with x, of z with z
             s = (px[a] @ m @ pz[b].T / d).reshape(h1, w1, h1, w1)
             sx = (px[a] @ m @ px[a].T / d).reshape(h1, w1, h1, w1)
             sz = (pz[b] @ m @ pz[b].T / d).reshape(h1, w1, h1, w1)
             t = s
-            act, actx, actz, act_dot = s, sx, sz, None
             h, w = h1, w1
+            ex, ez = diag(sx), diag(sz)
+            act, act_dot = _arccos(s, ex[:, :, None, None], ez[None, None])
+            actx = _arccos(sx, ex[:, :, None, None], ex[None, None])[0]
+            actz = _arccos(sz, ez[:, :, None, None], ez[None, None])[0]
             for _ in range(depth - 1):
                 hn, wn = h - q + 1, w - q + 1
                 new = [0, 0, 0, 0]
-                tk = t if act_dot is None else t * act_dot
+                tk = t * act_dot
                 for dy in range(q):
                     for dxo in range(q):
                         sl = (slice(dy, dy + hn), slice(dxo, dxo + wn), slice(dy, dy + hn), slice(dxo, dxo + wn))
@@ -57,8 +60,5 @@ def reference_conv_kernels(x, z, q=3, depth=3, M=None, px=None):
                 actx = _arccos(sx, ex[:, :, None, None], ex[None, None])[0]
                 actz = _arccos(sz, ez[:, :, None, None], ez[None, None])[0]
                 h, w = hn, wn
-            if act_dot is None:
-                nngp[a][b], ntk[a][b] = diag(act).mean(), diag(act + t).mean()
-            else:
-                nngp[a][b], ntk[a][b] = diag(act).mean(), diag(act + t * act_dot).mean()
+            nngp[a][b], ntk[a][b] = diag(act).mean(), diag(act + t * act_dot).mean()
     return torch.stack([torch.stack(r) for r in nngp]), torch.stack([torch.stack(r) for r in ntk])

@@ -84,3 +84,27 @@ def test_natural_crops_are_real_photographs():
         data.natural_crops(1, 5000)
     with pytest.raises(ValueError, match="channels"):
         data.natural_crops(1, 8, channels=2)
+
+
+def test_star_task_marks_exactly_the_positives():
+    x, y = data.star_task(40, seed=1, noise=0.0)
+    assert x.shape == (40, 3, 32, 32) and int(y.sum()) == 20
+    assert torch.all(x[y == 0] == 0)
+    pos = x[y == 1]
+    assert torch.all(pos[:, :2].sum((1, 2, 3)) == 2 * data.STAR.sum()) and torch.all(pos[:, 2] == 0)
+    a, _ = data.star_task(10, seed=3)
+    b, _ = data.star_task(10, seed=3)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="does not fit"):
+        data.star_task(10, size=20)
+
+
+def test_paste_in_noise_keeps_the_object():
+    x = torch.rand(5, 1, 28, 28)
+    out = data.paste_in_noise(x, 42, noise=0.5, seed=0)
+    assert out.shape == (5, 1, 42, 42)
+    for i in range(5):  # the object appears unchanged at some offset
+        win = out[i, 0].unfold(0, 28, 1).unfold(1, 28, 1)
+        assert (win - x[i, 0]).abs().amax((-2, -1)).min() == 0
+    with pytest.raises(ValueError, match="smaller"):
+        data.paste_in_noise(x, 20)

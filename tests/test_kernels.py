@@ -13,15 +13,12 @@ from kernels_reference import reference_conv_kernels
 def finite_net(x, params, q):
     """The plain conv net of the kernels module, written out with conv2d (the oracle)."""
     ws, v = params[:-1], params[-1]
-    d = ws[0][0].numel()
-    act = F.conv2d(x, ws[0]) / math.sqrt(d)  # linear patch layer
-    gain = 1.0
-    for w in ws[1:]:
-        c = w.shape[1]
-        act = torch.relu(gain * F.conv2d(act, w) / math.sqrt(c * q * q))
-        gain = math.sqrt(2)  # He scaling for convs that read ReLU outputs
+    act = x
+    for w in ws:  # every conv (the first one reads the patches) is followed by √2·relu
+        fan_in = w[0].numel()
+        act = math.sqrt(2) * torch.relu(F.conv2d(act, w) / math.sqrt(fan_in))
     feats = act.flatten(1)
-    return gain * feats @ v / math.sqrt(feats.shape[1]), feats, gain
+    return feats @ v / math.sqrt(feats.shape[1]), feats
 
 
 def empirical(x, q, depth, width, seed):
@@ -34,11 +31,11 @@ def empirical(x, q, depth, width, seed):
     params = [p.requires_grad_() for p in ws + [v]]
     grads = []
     for i in range(len(x)):
-        out, _, _ = finite_net(x[i:i + 1], params, q)
+        out, _ = finite_net(x[i:i + 1], params, q)
         grads.append(torch.cat([gr.flatten() for gr in torch.autograd.grad(out.sum(), params)]))
     jac = torch.stack(grads)
-    _, feats, gain = finite_net(x, params, q)
-    return jac @ jac.T, gain ** 2 * feats @ feats.T / feats.shape[1]
+    _, feats = finite_net(x, params, q)
+    return jac @ jac.T, feats @ feats.T / feats.shape[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +44,17 @@ def images():
 
 
 def test_kernels_match_a_wide_network(images):
-    """Infinite-width kernels against a width-512 network (4 inits): Monte Carlo error is a few per cent.
+    """Infinite-width kernels against a width-1024 network (3 inits): within a few per cent.
+
+    Finite width biases the estimate too: at width 256 the NTK ratio was 0.89-0.95, at 1024
+    0.97-1.0 (depths 1-3).
 
     The error is shared by all entries (the same weights see every image), so it shows as a
     common scale; 10% is about 2.5 standard errors for the NNGP, whose estimate is noisiest.
     """
     q, depth = 3, 3
     nngp, ntk = kernels.conv_kernels(images, q=q, depth=depth, block_size=3)  # uneven blocks
-    ntks, nngps = zip(*[empirical(images, q, depth, 256, s) for s in range(4)])
+    ntks, nngps = zip(*[empirical(images, q, depth, 1024, s) for s in range(3)])
     ntk_mc, nngp_mc = torch.stack(ntks).mean(0).detach(), torch.stack(nngps).mean(0).detach()
     assert torch.allclose(ntk, ntk_mc, rtol=0.1, atol=0.0), (ntk, ntk_mc)
     assert torch.allclose(nngp, nngp_mc, rtol=0.1, atol=0.0), (nngp, nngp_mc)

@@ -15,7 +15,7 @@ def test_predictor_agop_matches_brute_force_autograd():
     alpha = torch.randn(4, 2, generator=g, dtype=torch.float64)
     a = torch.randn(9, 9, generator=g, dtype=torch.float64)
     m = a @ a.T / 9
-    fast = rfm.predictor_patch_agop(x, xt, alpha, q=3, depth=2, M=m, block_size=3)
+    fast = rfm.predictor_patch_agop(x, xt, alpha, q=3, depth=2, M=m, block_size=2)  # blocks of x and of xt
     brute = torch.zeros(9, 9, dtype=torch.float64)
     for i in range(len(x)):  # every patch of image i as its own variable, all-pairs kernel, jacrev
         p0 = F.unfold(x[i:i + 1], 3).transpose(1, 2)
@@ -55,3 +55,66 @@ def test_bad_inputs():
         model.predict(torch.rand(2, 1, 9, 9))
     with pytest.raises(RuntimeError, match="fit"):
         rfm.ConvRFM().predict(x)
+
+
+def _bars(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    x = 0.1 * torch.randn(n, 1, 8, 8, generator=g)
+    x[y == 1, :, :, 3] += 1.0
+    x[y == 0, :, 3, :] += 1.0
+    return x, y
+
+
+def test_deep_convrfm_layers_and_reuse():
+    x, y = _bars(48, 2)
+    first = rfm.ConvRFM(q=3, depth=2, iterations=1, progress=False).fit(x[:24], y[:24], x[24:36], y[24:36])
+    deep = rfm.DeepConvRFM(depth=2, n_filters=4, q=3, iterations=1, progress=False)
+    deep.fit(x[:24], y[:24], x[24:36], y[24:36], first_layer=first)
+    assert deep.models_[0] is first and [m.depth for m in deep.models_] == [2, 1]
+    assert deep.filters_[0].shape == (4, 1, 3, 3) and deep.models_[1].X_train_.shape == (24, 4, 6, 6)
+    assert deep.score(x[36:], y[36:]) == 1.0
+    assert deep.score(x[36:], y[36:], layer=0) == first.score(x[36:], y[36:])
+    with pytest.raises(ValueError, match="first_layer"):
+        rfm.DeepConvRFM(depth=3, q=3).fit(x[:24], y[:24], x[24:36], y[24:36], first_layer=first)
+    with pytest.raises(ValueError, match="layers must be"):
+        rfm.DeepConvRFM(depth=2, layers=3).fit(x, y)
+
+
+def test_random_filters_have_the_metric_as_covariance():
+    """W = G·M^{1/2}: the rows' covariance is M (checked with many filters)."""
+    g = torch.Generator().manual_seed(5)
+    a = torch.randn(9, 9, generator=g, dtype=torch.float64)
+    m = a @ a.T / 9
+    root = rfm.matrix_power(m, 0.5)
+    w = torch.randn(200_000, 9, generator=g, dtype=torch.float64) @ root
+    assert torch.allclose(w.T @ w / len(w), m, atol=0.03 * m.abs().max())
+    assert torch.allclose(root @ root, m, atol=1e-10)
+
+
+def test_filter_helpers():
+    m = torch.diag(torch.tensor([3.0, 2.0, 1.0] + [0.0] * 6, dtype=torch.float64))
+    f, vals = rfm.top_filters(m, 2, 1, 3)
+    assert f.shape == (2, 1, 3, 3) and torch.allclose(vals, torch.tensor([3.0, 2.0], dtype=torch.float64))
+    assert f[0].flatten()[0].abs() == 1 and f[1].flatten()[1].abs() == 1
+    flat = torch.ones(1, 1, 3, 3)
+    edge = torch.tensor([[-1.0, 0, 1]] * 3)[None, None]
+    frac = rfm.dc_free_fraction(torch.cat([flat, edge]))
+    assert torch.allclose(frac, torch.tensor([0.0, 1.0]), atol=1e-6)
+    rand = torch.randn(20000, 1, 3, 3, generator=torch.Generator().manual_seed(0))
+    assert abs(rfm.dc_free_fraction(rand).mean().item() - 8 / 9) < 0.01
+
+
+def test_monitor_set_is_recorded_but_never_chooses():
+    x, y = _bars(40, 3)
+    xt, yt = _bars(20, 4)
+    a = rfm.ConvRFM(q=3, depth=2, iterations=1, progress=False).fit(x[:30], y[:30], x[30:], y[30:])
+    b = rfm.ConvRFM(q=3, depth=2, iterations=1, progress=False).fit(x[:30], y[:30], x[30:], y[30:],
+                                                                   monitor=(xt, 1 - yt))  # flipped labels
+    assert all(h.monitor_accuracy is None for h in a.history_)
+    assert all(h.monitor_accuracy is not None for h in b.history_)
+    assert a.best_iteration_ == b.best_iteration_ and a.reg_ == b.reg_
+    with pytest.raises(ValueError, match="power"):
+        rfm.ConvRFM(power=0).fit(x, y)
+    with pytest.raises(ValueError, match="monitor images"):
+        rfm.ConvRFM(depth=2, progress=False).fit(x, y, monitor=(torch.rand(3, 1, 9, 9), yt[:3]))

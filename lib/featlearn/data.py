@@ -37,6 +37,9 @@ __all__ = [
     "NATURAL_IMAGES",
     "natural_images",
     "natural_crops",
+    "STAR",
+    "star_task",
+    "paste_in_noise",
     "DEBIAN_FASHION_MNIST",
     "imagenet_images",
     "normalize_imagenet",
@@ -317,6 +320,60 @@ def natural_crops(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.
         crop = im[i:i + size, j:j + size]
         out[k] = crop[None] if channels == 1 else crop.transpose(2, 0, 1)
     return torch.from_numpy(out)
+
+
+#: The star of the ConvRFM star task: 7 × 7 pixels (our drawing; the official one is similar).
+STAR = torch.tensor([[0, 0, 0, 1, 0, 0, 0],
+                     [0, 0, 1, 1, 1, 0, 0],
+                     [1, 1, 1, 1, 1, 1, 1],
+                     [0, 1, 1, 1, 1, 1, 0],
+                     [0, 0, 1, 1, 1, 0, 0],
+                     [0, 1, 1, 0, 1, 1, 0],
+                     [1, 1, 0, 0, 0, 1, 1]], dtype=torch.float32)
+
+
+def star_task(n: int, seed: int = 0, size: int = 32, noise: float = 0.3,
+              max_offset: int = 17) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ConvRFM paper's synthetic star task: is there a star somewhere in the noise?
+
+    ``n`` images (3, size, size) of Gaussian noise (std ``noise``); half of them (label 1)
+    carry :data:`STAR` with value 1 in channels 0 and 1, at a random offset in
+    [0, max_offset]² from (3, 7), as in the official generator. Labels are shuffled.
+    """
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (half positives, half negatives), got {n}")
+    if 3 + max_offset + 7 > size or 7 + max_offset + 7 > size:
+        raise ValueError(f"a star at offsets up to {max_offset} does not fit {size}×{size} images")
+    g = torch.Generator().manual_seed(seed)
+    x = noise * torch.randn(n, 3, size, size, generator=g)
+    y = (torch.arange(n) < n // 2).long()
+    offs = torch.randint(0, max_offset + 1, (n, 2), generator=g)
+    for i in torch.nonzero(y).flatten().tolist():
+        r, c = 3 + int(offs[i, 0]), 7 + int(offs[i, 1])
+        box = x[i, :2, r:r + 7, c:c + 7]
+        x[i, :2, r:r + 7, c:c + 7] = torch.where(STAR.bool(), torch.ones_like(box), box)
+    perm = torch.randperm(n, generator=g)
+    return x[perm], y[perm]
+
+
+def paste_in_noise(x: torch.Tensor, frame: int = 42, noise: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """Each image pasted at a random offset into a ``frame``×``frame`` Gaussian-noise frame.
+
+    The noisy-MNIST construction of the ConvRFM notebooks (28×28 digits, 42×42 frame); the
+    noise std is our choice (the official frames are files with their own scale).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"x must be (N, C, H, W), got {tuple(x.shape)}")
+    n, c, h, w = x.shape
+    if frame < max(h, w):
+        raise ValueError(f"frame={frame} is smaller than the {h}×{w} images")
+    g = torch.Generator().manual_seed(seed)
+    out = noise * torch.randn(n, c, frame, frame, generator=g)
+    offs = torch.randint(0, frame - max(h, w) + 1, (n, 2), generator=g)
+    for i in range(n):
+        r, cc = int(offs[i, 0]), int(offs[i, 1])
+        out[i, :, r:r + h, cc:cc + w] = x[i]
+    return out
 
 
 #: ImageNet normalisation used by torchvision's pretrained models.

@@ -6,18 +6,19 @@ a learned metric M. This module computes that kernel in PyTorch, in blocks of im
 
 The network
 -----------
-As in the paper's notebooks: a linear patch layer, then (depth − 1) × [VALID q×q conv,
-ReLU], then a linear readout of the flattened last feature map (no pooling), in the NTK
-parametrisation (He scaling after ReLUs):
+As in the paper's notebooks (neural-tangents ``stax``: Conv, √2·ReLU, repeated, then Flatten
+and Dense): depth × [q×q conv, √2·ReLU], then a linear readout of the flattened last feature
+map (no pooling), in the NTK parametrisation:
 
 * h¹_p = W¹ x_p / √d, with x_p the p-th patch (d = c·q·q entries, ordered like
   ``conv.weight.flatten(1)``); with a metric, the patch inner product is x_pᵀ M z_p. The
   paper's code expands the image into patches with padding ("SAME"); here the patches are
   the VALID ones, so every map is q − 1 pixels smaller;
-* h² = Σ_δ W²_δ h¹_{p+δ} / √(C q²) (no ReLU before the first conv), and for ℓ ≥ 2
-  h^{ℓ+1}_p = √2 Σ_δ W^{ℓ+1}_δ relu(h^ℓ_{p+δ}) / √(C q²);
-* f = √2 vᵀ flatten(relu(h^L)) / √(C P), P positions in the last map (for depth 1 the
-  readout reads h¹ directly, without √2: a linear kernel).
+* for ℓ ≥ 1, h^{ℓ+1}_p = Σ_δ W^{ℓ+1}_δ φ(h^ℓ_{p+δ}) / √(C q²), with φ = √2·relu (He scaling);
+* f = vᵀ flatten(φ(h^L)) / √(C P), P positions in the last map.
+
+The notebooks' W_std = q multiplies every layer's kernel by q², so their kernel is q^{2·depth}
+times this one: a constant that their division by max(K_train) removes.
 
 Which position pairs are needed
 -------------------------------
@@ -46,7 +47,9 @@ def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tu
     Returns (2 E[relu(u) relu(v)], 2 E[relu'(u) relu'(v)]): the arc-cosine kernels of
     degree 1 and 0, √(dx dz)(sin θ + (π − θ) cos θ)/π and (π − θ)/π with cos θ = s/√(dx dz).
     """
-    norm = torch.sqrt((dx * dz).clamp_min(1e-60))  # clamp first: no infinite gradient at a zero patch
+    if not (torch.is_grad_enabled() and (s.requires_grad or dx.requires_grad or dz.requires_grad)):
+        return _relu_expectations_nograd(s, dx, dz)
+    norm = torch.sqrt((dx * dz).clamp_min(torch.finfo(s.dtype).tiny))  # clamp first: no infinite gradient at a zero patch
     cos = s / norm
     # Values are exact; gradients go through a clamped cosine, so parallel pairs (an image with
     # itself, two flat patches), where the arc-cosine's derivative is infinite, contribute 0
@@ -58,6 +61,17 @@ def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tu
     sin = torch.sqrt(1 - c_safe * c_safe) + (torch.sqrt(1 - c_val * c_val) - torch.sqrt(1 - c_safe * c_safe)).detach()
     k1 = norm * (sin + (math.pi - theta) * c_val) / math.pi
     k0 = (math.pi - theta) / math.pi
+    return k1, k0
+
+
+def _relu_expectations_nograd(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same values as :func:`relu_expectations`, in place where possible (no autograd): fewer memory passes."""
+    norm = (dx * dz).clamp_min_(torch.finfo(s.dtype).tiny).sqrt_()  # a zero patch gives 0, not NaN
+    cos = (s / norm).clamp_(-1.0, 1.0)
+    sin = cos.square().neg_().add_(1.0).clamp_min_(0.0).sqrt_()
+    rest = torch.acos(cos).neg_().add_(math.pi)  # π − θ
+    k0 = rest / math.pi
+    k1 = rest.mul_(cos).add_(sin).mul_(norm).div_(math.pi)
     return k1, k0
 
 
@@ -111,7 +125,7 @@ def conv_kernels(
     q: int = 3,
     depth: int = 3,
     M: torch.Tensor | None = None,
-    block_size: int = 256,
+    block_size: int = 64,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float64,
     progress: bool = False,
@@ -123,12 +137,13 @@ def conv_kernels(
     x, z
         Images (N, C, H, W) of the same channel count and size.
     q, depth
-        Filter size and number of layers: the patch layer and depth − 1 VALID convs with
-        ReLU (every layer shrinks the map by q − 1 pixels).
+        Filter size and number of conv + ReLU layers, the first of which reads the patches
+        through the metric (every layer shrinks the map by q − 1 pixels).
     M
         Metric on first-layer patches (d × d, PSD; d = C·q·q); ``None`` means the identity.
     block_size
-        Images per block on each side: memory is about block_size² · H · W numbers.
+        Images per block on each side: memory is about 6 · block_size² · H · W numbers; small
+        blocks (about 64) stay in cache and are fastest on a CPU.
     device, dtype
         Where and in which precision to compute (default: x's device, float64).
 
@@ -154,12 +169,16 @@ def conv_kernels(
     root = metric_root(M, x.shape[1] * q * q, x)
     nngp = torch.empty(len(x), len(z), dtype=dtype, device=dev)
     ntk = torch.empty_like(nngp)
-    blocks = [(i, j) for i in range(0, len(x), block_size) for j in range(0, len(z), block_size)]
-    for i, j in tqdm(blocks, desc="conv kernel blocks", disable=not progress):
-        k_nngp, k_ntk = kernel_from_patches(raw_patches(x[i:i + block_size], q), raw_patches(z[j:j + block_size], q),
-                                            q=q, depth=depth, root=root)
-        nngp[i:i + block_size, j:j + block_size] = k_nngp
-        ntk[i:i + block_size, j:j + block_size] = k_ntk
+    tz = [_position_major(_patches(z[j:j + block_size], q, root)) for j in range(0, len(z), block_size)]
+    bar = tqdm(total=len(tz) * -(-len(x) // block_size), desc="conv kernel blocks", disable=not progress)
+    with torch.no_grad():
+        for i in range(0, len(x), block_size):
+            tx = _position_major(_patches(x[i:i + block_size], q, root))
+            for j, tzj in zip(range(0, len(z), block_size), tz):
+                nngp[i:i + block_size, j:j + block_size], ntk[i:i + block_size, j:j + block_size] = \
+                    _kernel_from_transformed(tx, tzj, q, depth)
+                bar.update()
+    bar.close()
     return nngp, ntk
 
 
@@ -171,24 +190,68 @@ def kernel_from_patches(px: torch.Tensor, pz: torch.Tensor, *, q: int, depth: in
     and by ConvRFM to differentiate the predictor with respect to each patch.
     """
     tx, tz = _transform(px, root), _transform(pz, root)
-    sigma = torch.einsum("ahwd,bhwd->abhw", tx, tz)  # layer 1: the (linear) patch layer
-    dx, dz = tx.pow(2).sum(-1), tz.pow(2).sum(-1)  # per-image variance maps (He scaling keeps them)
+    return _kernel_from_transformed(_position_major(tx), _position_major(tz), q, depth)
+
+
+def _position_major(t: torch.Tensor) -> torch.Tensor:
+    """(N, H, W, d) patches → contiguous (H, W, N, d): layer 1 becomes one fast batched matmul."""
+    return t.permute(1, 2, 0, 3).contiguous()
+
+
+def _kernel_from_transformed(tx: torch.Tensor, tz: torch.Tensor, q: int, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # Patches come position-major (H, W, N, d) and maps are laid out (H, W, Nx, Nz): pooling
+    # then adds contiguous slabs, and layer 1 is one batched matmul over positions.
+    h, w, a, d = tx.shape
+    sigma = torch.bmm(tx.view(h * w, a, d), tz.view(h * w, -1, d).transpose(1, 2)).view(h, w, a, -1)
+    dx = tx.pow(2).sum(-1)[..., None]  # (H, W, Nx, 1): He scaling keeps variances
+    dz = tz.pow(2).sum(-1)[:, :, None]  # (H, W, 1, Nz)
     theta = sigma
-    act, act_dot = sigma, None  # the first layer's output enters the next conv without a ReLU
-    for _ in range(depth - 1):
-        sigma = _pool(act, q)
-        theta = sigma + _pool(theta if act_dot is None else theta * act_dot, q)
-        dx = F.avg_pool2d(dx[:, None], q, stride=1)[:, 0]
-        dz = F.avg_pool2d(dz[:, None], q, stride=1)[:, 0]
-        act, act_dot = relu_expectations(sigma, dx[:, None], dz[None])
-    if act_dot is None:  # depth 1: a linear kernel
-        return act.mean((2, 3)), (act + theta).mean((2, 3))
-    return act.mean((2, 3)), (act + theta * act_dot).mean((2, 3))
+    for layer in range(depth):
+        if layer:
+            sigma = _pool(act, q)
+            theta = sigma + _pool(theta * act_dot, q)
+            dx, dz = _pool(dx, q), _pool(dz, q)
+        act, act_dot = relu_expectations(sigma, dx, dz)
+    return act.mean((0, 1)), (act + theta * act_dot).mean((0, 1))
+
+
+def _box_mean(t: torch.Tensor, q: int) -> torch.Tensor:
+    """q×q mean over the two leading (spatial) axes, stride 1, VALID, by adding shifted slabs."""
+    for axis in (0, 1):
+        n = t.shape[axis] - q + 1
+        out = t.narrow(axis, 0, n) + t.narrow(axis, 1, n)
+        for i in range(2, q):
+            out.add_(t.narrow(axis, i, n))
+        t = out
+    return t.div_(q * q)
+
+
+class _BoxMeanFn(torch.autograd.Function):
+    """The box mean with its adjoint as backward (a FULL box mean of the zero-padded gradient).
+
+    Autograd through the slices would allocate and fill a full-size zero tensor per slice.
+    """
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor, q: int) -> torch.Tensor:  # noqa: D102
+        ctx.q = q
+        return _box_mean(t, q)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+        q = ctx.q
+        padded = g.new_zeros(g.shape[0] + 2 * (q - 1), g.shape[1] + 2 * (q - 1), *g.shape[2:])
+        padded[q - 1:q - 1 + g.shape[0], q - 1:q - 1 + g.shape[1]] = g
+        return _box_mean(padded, q), None
 
 
 def _pool(t: torch.Tensor, q: int) -> torch.Tensor:
-    a, b, h, w = t.shape
-    return F.avg_pool2d(t.reshape(a * b, 1, h, w), q, stride=1).reshape(a, b, h - q + 1, w - q + 1)
+    """q×q mean over the two leading (spatial) axes, stride 1, VALID; differentiable."""
+    if q == 1:
+        return t
+    if torch.is_grad_enabled() and t.requires_grad:
+        return _BoxMeanFn.apply(t, q)
+    return _box_mean(t, q)
 
 
 def conv_ntk(x: torch.Tensor, z: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
