@@ -206,11 +206,11 @@ def _kernel_from_transformed(tx: torch.Tensor, tz: torch.Tensor, q: int, depth: 
     dx = tx.pow(2).sum(-1)[..., None]  # (H, W, Nx, 1): He scaling keeps variances
     dz = tz.pow(2).sum(-1)[:, :, None]  # (H, W, 1, Nz)
     theta = sigma
-    for layer in range(depth):
-        if layer:
-            sigma = _pool(act, q)
-            theta = sigma + _pool(theta * act_dot, q)
-            dx, dz = _pool(dx, q), _pool(dz, q)
+    act, act_dot = relu_expectations(sigma, dx, dz)  # every conv, the patch layer included, has a ReLU
+    for _ in range(depth - 1):
+        sigma = _pool(act, q)
+        theta = sigma + _pool(theta * act_dot, q)
+        dx, dz = _pool(dx, q), _pool(dz, q)
         act, act_dot = relu_expectations(sigma, dx, dz)
     return act.mean((0, 1)), (act + theta * act_dot).mean((0, 1))
 
