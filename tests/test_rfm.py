@@ -40,6 +40,8 @@ def test_fit_predict_on_a_separable_toy_problem():
     assert model.score(x[40:], y[40:]) == 1.0
     assert len(model.history_) == 2 and model.history_[1].M.shape == (9, 9)
     assert torch.allclose(model.history_[1].M.trace(), torch.tensor(9.0, dtype=torch.float64))
+    expected = model.history_[model.best_iteration_ if model.best_iteration_ > 0 else -1].M
+    assert torch.equal(model.learned_metric_, expected)
 
 
 def test_bad_inputs():

@@ -17,8 +17,8 @@ from tqdm.auto import tqdm
 
 from . import kernels
 
-__all__ = ["predictor_patch_agop", "ConvRFM", "DeepConvRFM", "RFMStep", "matrix_power", "top_filters",
-           "dc_free_fraction"]
+__all__ = ["predictor_patch_agop", "ConvRFM", "DeepConvRFM", "RFMStep", "validation_split", "matrix_power",
+           "top_filters", "dc_free_fraction"]
 
 
 def predictor_patch_agop(
@@ -156,18 +156,16 @@ class ConvRFM:
         X = X.to(self.device_, torch.float64)
         y = y.to(self.device_).long()
         if X_val is None:
-            g = torch.Generator().manual_seed(self.seed)
-            perm = torch.randperm(len(X), generator=g).to(self.device_)
-            n_val = max(1, int(round(self.val_fraction * len(X))))
-            X_val, y_val, X, y = X[perm[:n_val]], y[perm[:n_val]], X[perm[n_val:]], y[perm[n_val:]]
+            X, y, X_val, y_val = validation_split(X, y, self.val_fraction, self.seed)
         else:
             self._check_xy(X_val, y_val, "X_val")
             X_val, y_val = X_val.to(self.device_, torch.float64), y_val.to(self.device_).long()
+        if monitor is not None:
+            self._check_xy(monitor[0], monitor[1], "monitor images")
         for name, other in (("X_val", X_val), ("monitor images", None if monitor is None else monitor[0])):
             if other is not None and other.shape[1:] != X.shape[1:]:
                 raise ValueError(f"{name} must be {tuple(X.shape[1:])} like X, got {tuple(other.shape[1:])}")
         if monitor is not None:
-            self._check_xy(monitor[0], monitor[1], "monitor images")
             X_mon, y_mon = monitor[0].to(self.device_, torch.float64), monitor[1].to(self.device_).long()
         self.n_classes_ = int(max(y.max(), y_val.max())) + 1
         y1 = torch.nn.functional.one_hot(y, self.n_classes_).to(torch.float64)
@@ -212,6 +210,13 @@ class ConvRFM:
         """Accuracy on (X, y)."""
         self._check_xy(X, y)
         return self.predict(X).eq(y.cpu()).double().mean().item()
+
+    @property
+    def learned_metric_(self) -> torch.Tensor:
+        """The chosen iteration's M; if validation chose the fixed kernel (M = I), the last learned M."""
+        if not hasattr(self, "M_"):
+            raise RuntimeError("call fit() before reading learned_metric_")
+        return self.M_.cpu() if self.best_iteration_ > 0 else self.history_[-1].M
 
 
 class DeepConvRFM:
@@ -267,10 +272,7 @@ class DeepConvRFM:
             raise ValueError(f"n_filters must be >= 1, got {self.n_filters}")
         ConvRFM._check_xy(X, y)
         if X_val is None:
-            g = torch.Generator().manual_seed(self.seed)
-            perm = torch.randperm(len(X), generator=g)
-            n_val = max(1, int(round(self.rfm_kwargs.get("val_fraction", 0.2) * len(X))))
-            X_val, y_val, X, y = X[perm[:n_val]], y[perm[:n_val]], X[perm[n_val:]], y[perm[n_val:]]
+            X, y, X_val, y_val = validation_split(X, y, self.rfm_kwargs.get("val_fraction", 0.2), self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         self.filters_: list[torch.Tensor] = []
         self.models_: list[ConvRFM] = []
@@ -307,6 +309,14 @@ class DeepConvRFM:
             raise RuntimeError("call fit() before score()")
         layer = range(len(self.models_))[layer]
         return self.models_[layer].score(self._featurise(X, layer), y)
+
+
+def validation_split(X: torch.Tensor, y: torch.Tensor, fraction: float,
+                     seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(X_train, y_train, X_val, y_val): a random ``fraction`` of (X, y) held out, seeded."""
+    perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed)).to(X.device)
+    n_val = max(1, int(round(fraction * len(X))))
+    return X[perm[n_val:]], y[perm[n_val:]], X[perm[:n_val]], y[perm[:n_val]]
 
 
 def matrix_power(m: torch.Tensor, power: float) -> torch.Tensor:
