@@ -143,7 +143,9 @@ def conv_kernels(
         Metric on first-layer patches (d × d, PSD; d = C·q·q); ``None`` means the identity.
     block_size
         Images per block on each side: memory is about 6 · block_size² · H · W numbers; small
-        blocks (about 64) stay in cache and are fastest on a CPU.
+        blocks (about 64) stay in cache and are fastest on a CPU. On top of that, z's
+        metric-transformed patches (Nz · H' · W' · d numbers) are kept for reuse by every
+        block row.
     device, dtype
         Where and in which precision to compute (default: x's device, float64).
 

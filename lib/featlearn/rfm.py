@@ -244,9 +244,13 @@ class DeepConvRFM:
         self.depth, self.layers, self.n_filters, self.seed = depth, layers, n_filters, seed
         self.rfm_kwargs = rfm_kwargs
 
+    @staticmethod
+    def _conv(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(X.to(w), w)
+
     def _featurise(self, X: torch.Tensor, upto: int | None = None) -> torch.Tensor:
         for w in self.filters_[:upto]:
-            X = torch.nn.functional.conv2d(X.to(w), w)
+            X = self._conv(X, w)
         return X
 
     def fit(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
@@ -276,20 +280,22 @@ class DeepConvRFM:
         gen = torch.Generator().manual_seed(self.seed)
         self.filters_: list[torch.Tensor] = []
         self.models_: list[ConvRFM] = []
+        x_mon = None if monitor is None else monitor[0]  # featurised along with X and X_val, layer by layer
         for layer in tqdm(range(layers), desc="Deep ConvRFM layers", disable=not self.rfm_kwargs.get("progress", True)):
-            mon = None if monitor is None else (self._featurise(monitor[0]), monitor[1])
             if layer == 0 and first_layer is not None:
                 model = first_layer
             else:
                 model = ConvRFM(depth=self.depth - layer, seed=self.seed, **self.rfm_kwargs)
-                model.fit(self._featurise(X), y, self._featurise(X_val), y_val, monitor=mon)
+                model.fit(X, y, X_val, y_val, monitor=None if monitor is None else (x_mon, monitor[1]))
             self.models_.append(model)
             if layer < layers - 1:
-                c = X.shape[1] if layer == 0 else self.n_filters
-                q = model.q
+                c, q = X.shape[1], model.q
                 root = matrix_power(model.M_, 0.5).cpu()
                 g = torch.randn(self.n_filters, c * q * q, generator=gen, dtype=torch.float64)
-                self.filters_.append((g @ root).reshape(self.n_filters, c, q, q).to(model.device_))
+                w = (g @ root).reshape(self.n_filters, c, q, q).to(model.device_)
+                self.filters_.append(w)
+                X, X_val = self._conv(X, w), self._conv(X_val, w)
+                x_mon = None if x_mon is None else self._conv(x_mon, w)
         return self
 
     @property
