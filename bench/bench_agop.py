@@ -31,8 +31,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from _harness import dispatch, run_worker, time_and_peak
 from torch import nn
+
+from _harness import dispatch, run_worker, time_and_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -70,7 +71,6 @@ def vgg11_small(width_div: int = 4, n_out: int = 10) -> nn.Module:
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this (fresh) process; prints a JSON line."""
     from agop_reference import reference_patch_agop
-
     from featlearn.agop import patch_agops
 
     if args.threads:
@@ -105,14 +105,37 @@ def worker(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def measure(method: str, size: int, opts: argparse.Namespace, *, n_images: int, warmup: bool,
-            repeats: int, memory: bool = False, save: str | None = None) -> dict:
+def measure(
+    method: str,
+    size: int,
+    opts: argparse.Namespace,
+    *,
+    n_images: int,
+    warmup: bool,
+    repeats: int,
+    memory: bool = False,
+    save: str | None = None,
+) -> dict:
     """Run one worker subprocess and return its JSON result."""
     cmd = [
-        sys.executable, __file__, "--worker", method, "--size", str(size),
-        "--n-images", str(n_images), "--device", opts.device,
-        "--width-div", str(opts.width_div), "--chunk-size", str(opts.chunk_size),
-        "--repeats", str(repeats), "--threads", str(opts.threads or 0),
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--size",
+        str(size),
+        "--n-images",
+        str(n_images),
+        "--device",
+        opts.device,
+        "--width-div",
+        str(opts.width_div),
+        "--chunk-size",
+        str(opts.chunk_size),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(opts.threads or 0),
     ]
     if warmup:
         cmd.append("--warmup")
@@ -148,8 +171,10 @@ def main() -> None:
         f"device={opts.device}, torch {torch.__version__}, "
         f"threads={opts.threads or torch.get_num_threads()}"
     )
-    print(f"{'size':>5} {'agops s':>8} {'ref s':>8} {'speed-up':>9} {'fwd+bwd s':>10} "
-          f"{'agops MB':>9} {'ref MB*':>8} {'fwd+bwd MB':>10} {'G MB':>6} {'rel err':>8}")
+    print(
+        f"{'size':>5} {'agops s':>8} {'ref s':>8} {'speed-up':>9} {'fwd+bwd s':>10} "
+        f"{'agops MB':>9} {'ref MB*':>8} {'fwd+bwd MB':>10} {'G MB':>6} {'rel err':>8}"
+    )
     model = vgg11_small(opts.width_div)
     g_mb = sum(m.weight[0].numel() ** 2 * 4 for m in model.modules() if isinstance(m, nn.Conv2d))
     g_mb /= 2**20

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 import torch
+
 from _harness import dispatch, run_worker, time_and_peak
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -44,23 +45,42 @@ def worker(opts: argparse.Namespace) -> None:
     x = images(opts.n, opts.size, opts.channels)
     if opts.worker == "fast":
         dtype = getattr(torch, opts.dtype)
-        fn = lambda: conv_kernels(x.to(device), q=3, depth=opts.depth, block_size=opts.block, dtype=dtype)  # noqa: E731
+        fn = lambda: conv_kernels(x.to(device), q=3, depth=opts.depth, block_size=opts.block, dtype=dtype)
     else:
         k = opts.ref_pairs
-        fn = lambda: reference_conv_kernels(x[:1], x[:k], q=3, depth=opts.depth)  # noqa: E731
+        fn = lambda: reference_conv_kernels(x[:1], x[:k], q=3, depth=opts.depth)
     times, peak_mb, result = time_and_peak(fn, device, warmup=False, repeats=1)
     out = {"time_s": times[0], "peak_mb": peak_mb}
     if opts.worker == "fast":
-        out["ntk_row"] = result[1][0, :opts.ref_pairs].cpu().tolist()
+        out["ntk_row"] = result[1][0, : opts.ref_pairs].cpu().tolist()
     else:
         out["ntk_row"] = result[1][0].tolist()
     print(json.dumps(out))
 
 
 def measure(kind: str, opts: argparse.Namespace, memory: bool) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--n", str(opts.n), "--size", str(opts.size),
-           "--depth", str(opts.depth), "--channels", str(opts.channels), "--dtype", opts.dtype, "--block", str(opts.block), "--ref-pairs", str(opts.ref_pairs),
-           "--device", opts.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        "--n",
+        str(opts.n),
+        "--size",
+        str(opts.size),
+        "--depth",
+        str(opts.depth),
+        "--channels",
+        str(opts.channels),
+        "--dtype",
+        opts.dtype,
+        "--block",
+        str(opts.block),
+        "--ref-pairs",
+        str(opts.ref_pairs),
+        "--device",
+        opts.device,
+    ]
     return run_worker(cmd, memory=memory, device=opts.device)
 
 
@@ -71,8 +91,12 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--channels", type=int, default=3, help="1 or 3 (SVHN has 3)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="featlearn's precision "
-                   "(ConvRFM computes kernels in float32; the reference is float64)")
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="featlearn's precision (ConvRFM computes kernels in float32; the reference is float64)",
+    )
     p.add_argument("--block", type=int, default=64, help="images per kernel block")
     p.add_argument("--ref-pairs", type=int, default=20, help="image pairs the reference is timed on")
     p.add_argument("--device", default="cpu")
@@ -86,14 +110,18 @@ def main() -> None:
     pairs = opts.n * opts.n
     ref_total = ref["time_s"] / opts.ref_pairs * pairs
     err = max(abs(a - b) / abs(b) for a, b in zip(fast["ntk_row"], ref["ntk_row"]))
-    print(f"conv NTK+NNGP, n = {opts.n}, {opts.channels}×{opts.size}×{opts.size}, q = 3, depth {opts.depth}, "
-          f"{opts.dtype}, block {opts.block}, device={opts.device}, "
-          f"torch {torch.__version__}, threads={torch.get_num_threads()}")
+    print(
+        f"conv NTK+NNGP, n = {opts.n}, {opts.channels}×{opts.size}×{opts.size}, q = 3, depth {opts.depth}, "
+        f"{opts.dtype}, block {opts.block}, device={opts.device}, "
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}"
+    )
     print(f"{'method':<34} {'time s':>10} {'peak MB':>9}")
     print(f"{'aligned pairs (featlearn)':<34} {fast['time_s']:>10.2f} {fast_m['peak_mb']:>9.0f}")
     print(f"{'all pairs (reference), scaled':<34} {ref_total:>10.0f} {ref_m['peak_mb']:>9.0f}")
-    print(f"speed-up {ref_total / fast['time_s']:.0f}x (target >= 10x); reference timed on {opts.ref_pairs} pairs "
-          f"({ref['time_s']:.2f} s) and scaled to {pairs:,}; max relative NTK difference on those pairs {err:.1e}")
+    print(
+        f"speed-up {ref_total / fast['time_s']:.0f}x (target >= 10x); reference timed on {opts.ref_pairs} pairs "
+        f"({ref['time_s']:.2f} s) and scaled to {pairs:,}; max relative NTK difference on those pairs {err:.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ import sys
 import tempfile
 
 import torch
-from _harness import dispatch, run_worker, time_and_peak
 from torch import nn
+
+from _harness import dispatch, run_worker, time_and_peak
 
 D_IN = 784
 N_OUT = 10
@@ -122,7 +123,9 @@ def worker(args: argparse.Namespace) -> None:
         return None
 
     fn = {
-        "agops": run_agops, "reference": run_reference, "fwd_bwd": run_fwd_bwd,
+        "agops": run_agops,
+        "reference": run_reference,
+        "fwd_bwd": run_fwd_bwd,
         "grams": run_grams,
     }[args.worker]
 
@@ -137,14 +140,38 @@ def worker(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def measure(method: str, opts: argparse.Namespace, *, n_inputs: int, repeats: int,
-            memory: bool = False, save: str | None = None) -> dict:
+def measure(
+    method: str,
+    opts: argparse.Namespace,
+    *,
+    n_inputs: int,
+    repeats: int,
+    memory: bool = False,
+    save: str | None = None,
+) -> dict:
     """Run one worker subprocess (with a warm-up call) and return its JSON result."""
     cmd = [
-        sys.executable, __file__, "--worker", method, "--n-inputs", str(n_inputs),
-        "--device", opts.device, "--width", str(opts.width), "--depth", str(opts.depth),
-        "--chunk-size", str(opts.chunk_size), "--batch-size", str(opts.batch_size or 0),
-        "--repeats", str(repeats), "--threads", str(opts.threads or 0), "--warmup",
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--n-inputs",
+        str(n_inputs),
+        "--device",
+        opts.device,
+        "--width",
+        str(opts.width),
+        "--depth",
+        str(opts.depth),
+        "--chunk-size",
+        str(opts.chunk_size),
+        "--batch-size",
+        str(opts.batch_size or 0),
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(opts.threads or 0),
+        "--warmup",
     ]
     if save:
         cmd += ["--save", save]
@@ -159,10 +186,15 @@ def main() -> None:
     p.add_argument("--depth", type=int, default=3, help="hidden Linear+ReLU layers (default 3)")
     p.add_argument("--n-inputs", type=int, default=None, help="default 1000 (200 with --quick)")
     p.add_argument("--chunk-size", type=int, default=10, help="outputs per batched backward")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="inputs per forward pass, both methods (default: all inputs)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed repeats after a warm-up (default 3, 1 with --quick)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="inputs per forward pass, both methods (default: all inputs)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats after a warm-up (default 3, 1 with --quick)"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     # internal
@@ -213,11 +245,14 @@ def main() -> None:
         mb_s = f"{mb:>8.1f}" if mb is not None else f"{'-':>8}"
         print(f"{name:<24} {t:>8.3f} {mb_s}")
     speedup = r["time_s"] / a["time_s"]
-    print(f"speed-up (reference / mlp_agops): {speedup:.1f}x  (target >= 10x on CPU: "
-          f"{'met' if speedup >= 10 else 'NOT met'})")
-    print("max relative Frobenius error of G over layers: "
-          f"{max(errs.values()):.1e}  (" + ", ".join(f"{k}: {v:.1e}" for k, v in errs.items())
-          + ")")
+    print(
+        f"speed-up (reference / mlp_agops): {speedup:.1f}x  (target >= 10x on CPU: "
+        f"{'met' if speedup >= 10 else 'NOT met'})"
+    )
+    print(
+        "max relative Frobenius error of G over layers: "
+        f"{max(errs.values()):.1e}  (" + ", ".join(f"{k}: {v:.1e}" for k, v in errs.items()) + ")"
+    )
     print(
         f"Times: best of {repeats} after a warm-up. Peak MB: above the level before the call "
         "(CPU: resident set; CUDA: allocated), one call; includes the returned AGOPs "

@@ -26,17 +26,26 @@ from featlearn import nlgp
 
 SETTINGS = {
     "IG (K=8 erf, batch 8)": dict(K=8, activation="erf", convention="ig", bias=True, batch=8, lr=0.4),
-    "Lufkin (K=1 ReLU, batch 1000)": dict(K=1, activation="relu", convention="lufkin", bias=False, batch=1000,
-                                          lr=0.05),
+    "Lufkin (K=1 ReLU, batch 1000)": dict(
+        K=1, activation="relu", convention="lufkin", bias=False, batch=1000, lr=0.05
+    ),
 }
 
 
 def train(gains: torch.Tensor, cfg: dict, steps: int, D: int, device: torch.device) -> torch.Tensor:
     fam = nlgp.NLGP(gains, D=D)
-    net = nlgp.TwoLayer(len(gains), cfg["K"], D, activation=cfg["activation"], convention=cfg["convention"],
-                        bias=cfg["bias"], generator=torch.Generator().manual_seed(0)).to(device)
-    run = nlgp.train_online(net, fam, (1.0, 3.0), steps=steps, batch=cfg["batch"], lr=cfg["lr"],
-                            record=[steps], progress=False)
+    net = nlgp.TwoLayer(
+        len(gains),
+        cfg["K"],
+        D,
+        activation=cfg["activation"],
+        convention=cfg["convention"],
+        bias=cfg["bias"],
+        generator=torch.Generator().manual_seed(0),
+    ).to(device)
+    run = nlgp.train_online(
+        net, fam, (1.0, 3.0), steps=steps, batch=cfg["batch"], lr=cfg["lr"], record=[steps], progress=False
+    )
     return run.weights[-1]
 
 
@@ -51,8 +60,10 @@ def main() -> None:
     steps = opts.steps or (60 if opts.quick else 300)
     device = torch.device(opts.device)
     gains = torch.logspace(-1, 2, opts.n, dtype=torch.float64)
-    print(f"N = {opts.n} networks, {steps} steps, D = 40, device={opts.device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}")
+    print(
+        f"N = {opts.n} networks, {steps} steps, D = 40, device={opts.device}, torch {torch.__version__}, "
+        f"threads={torch.get_num_threads()}"
+    )
     print(f"{'setting':<32} {'batched s':>10} {'one by one s':>13} {'speed-up':>9}")
     for name, cfg in SETTINGS.items():
         tb, ts = [], []

@@ -28,6 +28,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
+
 from _harness import dispatch, peak_bytes, run_worker, time_and_peak
 
 
@@ -66,18 +67,35 @@ def worker(args: argparse.Namespace) -> None:
     images = images.to(device)
 
     def stream():
-        return patch_pca((images[i:i + args.batch].float() / 255 for i in range(0, len(images), args.batch)), 3)
+        return patch_pca(
+            (images[i : i + args.batch].float() / 255 for i in range(0, len(images), args.batch)), 3
+        )
 
     fn = {"stream": stream, "unfold": lambda: unfold_everything(images)}[args.worker]
     times, above_mb, (lam2, _) = time_and_peak(fn, device, warmup=args.warmup, repeats=args.repeats)
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else peak_bytes()
-    print(json.dumps({"time_s": min(times), "above_mb": above_mb, "peak_mb": peak / 2**20,
-                      "lam2": lam2.cpu().tolist()}))
+    print(
+        json.dumps(
+            {"time_s": min(times), "above_mb": above_mb, "peak_mb": peak / 2**20, "lam2": lam2.cpu().tolist()}
+        )
+    )
 
 
 def measure(method: str, dataset: str, n: int | None, opts: argparse.Namespace, *, memory: bool) -> dict:
-    cmd = [sys.executable, __file__, "--worker", method, "--dataset", dataset, "--device", opts.device,
-           "--batch", str(opts.batch), "--repeats", "1" if memory else str(opts.repeats)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--dataset",
+        dataset,
+        "--device",
+        opts.device,
+        "--batch",
+        str(opts.batch),
+        "--repeats",
+        "1" if memory else str(opts.repeats),
+    ]
     if n is not None:
         cmd += ["--n", str(n)]
     if not memory:
@@ -99,24 +117,39 @@ def main() -> None:
     if dispatch(opts, worker):
         return
     cases = [("fashion_mnist", 10000)] if opts.quick else [("fashion_mnist", None), ("cifar10", 10000)]
-    print(f"patch PCA, 3×3 patches, device={opts.device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}, batch={opts.batch}")
-    print(f"{'data':<48} {'stream s':>9} {'unfold s':>9} {'speed-up':>9} {'stream peak MB':>15} "
-          f"{'unfold peak MB':>15} {'stream above MB':>16} {'unfold above MB':>16} {'max rel dλ²':>12}")
+    print(
+        f"patch PCA, 3×3 patches, device={opts.device}, torch {torch.__version__}, "
+        f"threads={torch.get_num_threads()}, batch={opts.batch}"
+    )
+    print(
+        f"{'data':<48} {'stream s':>9} {'unfold s':>9} {'speed-up':>9} {'stream peak MB':>15} "
+        f"{'unfold peak MB':>15} {'stream above MB':>16} {'unfold above MB':>16} {'max rel dλ²':>12}"
+    )
     for dataset, n in cases:
         _, label = load_images(dataset, n) if dataset == "cifar10" else (None, None)
-        s, u = measure("stream", dataset, n, opts, memory=False), measure("unfold", dataset, n, opts, memory=False)
-        sm, um = measure("stream", dataset, n, opts, memory=True), measure("unfold", dataset, n, opts, memory=True)
+        s, u = (
+            measure("stream", dataset, n, opts, memory=False),
+            measure("unfold", dataset, n, opts, memory=False),
+        )
+        sm, um = (
+            measure("stream", dataset, n, opts, memory=True),
+            measure("unfold", dataset, n, opts, memory=True),
+        )
         a, b = torch.tensor(s["lam2"]), torch.tensor(u["lam2"])
         err = float(((a - b).abs() / b.abs().max()).max())
         label = label or f"Fashion-MNIST, {n or 60000} images"
-        print(f"{label:<48} {s['time_s']:>9.2f} {u['time_s']:>9.2f} {u['time_s'] / s['time_s']:>8.1f}x "
-              f"{sm['peak_mb']:>15.0f} {um['peak_mb']:>15.0f} {sm['above_mb']:>16.0f} {um['above_mb']:>16.0f} "
-              f"{err:>12.1e}", flush=True)
-    print("speed-up = unfold time / stream time. peak = the process's whole resident set (CUDA: allocated) at "
-          "its peak, data included; above = peak minus the level before the call. max rel dλ² = largest "
-          "eigenvalue difference between the two, relative to λ²_max (the stream accumulates in float64, the "
-          "reference in float32, as the paper's code does).")
+        print(
+            f"{label:<48} {s['time_s']:>9.2f} {u['time_s']:>9.2f} {u['time_s'] / s['time_s']:>8.1f}x "
+            f"{sm['peak_mb']:>15.0f} {um['peak_mb']:>15.0f} {sm['above_mb']:>16.0f} {um['above_mb']:>16.0f} "
+            f"{err:>12.1e}",
+            flush=True,
+        )
+    print(
+        "speed-up = unfold time / stream time. peak = the process's whole resident set (CUDA: allocated) at "
+        "its peak, data included; above = peak minus the level before the call. max rel dλ² = largest "
+        "eigenvalue difference between the two, relative to λ²_max (the stream accumulates in float64, the "
+        "reference in float32, as the paper's code does)."
+    )
 
 
 if __name__ == "__main__":

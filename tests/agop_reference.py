@@ -56,7 +56,7 @@ def reference_patch_agop(
         calls: list[torch.Tensor] = []
 
         def record(module, args, output):
-            calls.append(args[0].detach())
+            calls.append(args[0].detach())  # noqa: B023 (hook removed before the next image)
 
         h = layer.register_forward_hook(record)
         try:
@@ -84,7 +84,7 @@ def reference_patch_agop(
 
                 hh = layer.register_forward_hook(replace)
                 try:
-                    return model(x).reshape(-1)
+                    return model(x).reshape(-1)  # noqa: B023 (called within this iteration)
                 finally:
                     hh.remove()
 

@@ -32,7 +32,7 @@ def reference_conv_kernels(x, z, q=3, depth=3, M=None, px=None):
     w1 = x.shape[3] - q + 1
     nngp = [[None] * len(z) for _ in range(len(x))]
     ntk = [[None] * len(z) for _ in range(len(x))]
-    diag = lambda t: torch.einsum("ijij->ij", t)  # noqa: E731
+    diag = lambda t: torch.einsum("ijij->ij", t)
     for a in range(len(x)):
         for b in range(len(z)):
             # layer 1: every position pair of x with z, of x with x, of z with z
@@ -51,10 +51,15 @@ def reference_conv_kernels(x, z, q=3, depth=3, M=None, px=None):
                 tk = t * act_dot
                 for dy in range(q):
                     for dxo in range(q):
-                        sl = (slice(dy, dy + hn), slice(dxo, dxo + wn), slice(dy, dy + hn), slice(dxo, dxo + wn))
+                        sl = (
+                            slice(dy, dy + hn),
+                            slice(dxo, dxo + wn),
+                            slice(dy, dy + hn),
+                            slice(dxo, dxo + wn),
+                        )
                         new = [new[0] + act[sl], new[1] + actx[sl], new[2] + actz[sl], new[3] + tk[sl]]
-                s, sx, sz = new[0] / q ** 2, new[1] / q ** 2, new[2] / q ** 2
-                t = s + new[3] / q ** 2
+                s, sx, sz = new[0] / q**2, new[1] / q**2, new[2] / q**2
+                t = s + new[3] / q**2
                 ex, ez = diag(sx), diag(sz)
                 act, act_dot = _arccos(s, ex[:, :, None, None], ez[None, None])
                 actx = _arccos(sx, ex[:, :, None, None], ex[None, None])[0]

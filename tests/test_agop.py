@@ -14,22 +14,19 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from agop_reference import reference_mlp_agops, reference_patch_agop  # noqa: E402
-
-from featlearn.agop import (  # noqa: E402
+from agop_reference import reference_mlp_agops, reference_patch_agop
+from featlearn.agop import (
     agop_from_output_gop,
-    ansatz_correlation,
-    ansatz_correlations,
     cnfm,
-    cosine_similarity_matrices,
-    isotropy_measures,
-    matrix_power_psd,
     mlp_agops,
     nfm,
     patch_agop,
     patch_agops,
     patch_output_gops,
 )
+from featlearn.ansatz import ansatz_correlation, ansatz_correlations
+from featlearn.isotropy import isotropy_measures
+from featlearn.linalg import cosine_similarity_matrices, matrix_power_psd
 
 DT = torch.float64
 
@@ -459,21 +456,26 @@ def test_isotropy_with_weight():
 
 def test_ansatz_table_rows_match_direct_computation():
     from featlearn import agop as A
+    from featlearn import ansatz, linalg
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)).double()
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.Flatten(), nn.Linear(3 * 4 * 4, 2)
+    ).double()
     ref = copy.deepcopy(net)
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.3 * torch.randn_like(p))
     x = torch.randn(5, 1, 6, 6, dtype=torch.float64)
-    rows = A.ansatz_table(net, x, ["0", "2"], reference=ref)
+    rows = ansatz.ansatz_table(net, x, ["0", "2"], reference=ref)
     assert [r["layer"] for r in rows] == ["0", "2"]
     g = A.patch_agop(net, net[2], x)
     w = A.cnfm(net[2])
-    assert rows[1]["alpha=1"] == pytest.approx(A.ansatz_correlation(w, g))
-    assert rows[1]["alpha=1/2"] == pytest.approx(A.ansatz_correlation(w, A.matrix_power_psd(g, 0.5)))
-    assert rows[1]["init CNFM vs CNFM"] == pytest.approx(A.ansatz_correlation(A.cnfm(ref[2]), w))
+    assert rows[1]["alpha=1"] == pytest.approx(ansatz.ansatz_correlation(w, g))
+    assert rows[1]["alpha=1/2"] == pytest.approx(
+        ansatz.ansatz_correlation(w, linalg.matrix_power_psd(g, 0.5))
+    )
+    assert rows[1]["init CNFM vs CNFM"] == pytest.approx(ansatz.ansatz_correlation(A.cnfm(ref[2]), w))
     assert rows[1]["init CNFM vs CNFM"] < 0.999  # the perturbed reference differs
 
 
@@ -521,48 +523,51 @@ def test_layer_input_agop_is_independent_and_agrees_with_identity():
 
 
 def test_sandwich_baselines_known_cases():
-    from featlearn import agop as A
+    from featlearn import isotropy
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(6, 4, generator=g, dtype=torch.float64)
-    out = A.sandwich_baselines(w, torch.eye(6, dtype=torch.float64), n_draws=3, generator=g)
+    out = isotropy.sandwich_baselines(w, torch.eye(6, dtype=torch.float64), n_draws=3, generator=g)
     assert out["P"][1.0] == pytest.approx(1.0) and out["I"][1.0] == pytest.approx(1.0)
     assert out["shuffled P"][1.0] == pytest.approx(1.0)  # shuffling I leaves I
     assert out["Wishart"][1.0] < 0.999
     # P = W W^T makes the alpha = 1/2 ansatz exact: (W^T W W^T W)^(1/2) = W^T W
-    exact = A.sandwich_baselines(w, w @ w.T, n_draws=2, generator=g)
+    exact = isotropy.sandwich_baselines(w, w @ w.T, n_draws=2, generator=g)
     assert exact["P"][0.5] == pytest.approx(1.0, abs=1e-9)
     assert exact["shuffled P"][0.5] < exact["P"][0.5]
 
 
 def test_sandwich_power_matches_direct_eigendecomposition():
-    from featlearn import agop as A
+    from featlearn import ansatz, isotropy, linalg
 
     g = torch.Generator().manual_seed(3)
     w = torch.randn(5, 9, generator=g, dtype=torch.float64)
     z = torch.randn(5, 5, generator=g, dtype=torch.float64)
     x = z @ z.T
-    direct = {a: A.ansatz_correlation(w.T @ w, A.matrix_power_psd(w.T @ x @ w, a)) for a in (1.0, 0.5)}
-    assert A.sandwich_baselines(w, x, generator=g)["P"] == pytest.approx(direct, abs=1e-10)
+    direct = {
+        a: ansatz.ansatz_correlation(w.T @ w, linalg.matrix_power_psd(w.T @ x @ w, a)) for a in (1.0, 0.5)
+    }
+    assert isotropy.sandwich_baselines(w, x, generator=g)["P"] == pytest.approx(direct, abs=1e-10)
 
 
 def test_row_space_correlation_drops_the_shared_null_space():
-    from featlearn import agop as A
+    from featlearn import ansatz, linalg
 
     g = torch.Generator().manual_seed(4)
     w = torch.randn(3, 20, generator=g, dtype=torch.float64)
     z = torch.randn(3, 3, generator=g, dtype=torch.float64)
     p = z @ z.T + 0.1 * torch.eye(3, dtype=torch.float64)
     G = w.T @ p @ w
-    full = A.ansatz_correlation(w.T @ w, G)
-    restricted = A.row_space_correlation(w, G)
+    full = ansatz.ansatz_correlation(w.T @ w, G)
+    restricted = ansatz.row_space_correlation(w, G)
     # on the 3-dim row space both are 3x3 matrices; the correlation there equals the
     # correlation of P-sandwiches in the basis of W's rows, computed directly:
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
-    direct = A.ansatz_correlation(torch.diag(s**2), torch.diag(s) @ u.T @ p @ u @ torch.diag(s))
+    direct = ansatz.ansatz_correlation(torch.diag(s**2), torch.diag(s) @ u.T @ p @ u @ torch.diag(s))
     assert restricted == pytest.approx(direct, abs=1e-10)
     assert restricted != pytest.approx(full, abs=1e-6)  # the mean subtraction differs
     q = vh.T  # the uncentred cosine is invariant under the restriction
-    assert A.cosine_similarity_matrices(w.T @ w, G) == pytest.approx(
-        A.cosine_similarity_matrices(q.T @ w.T @ w @ q, q.T @ G @ q), abs=1e-12)
-    assert A.row_space_correlation(w, w.T @ w) == pytest.approx(1.0)
+    assert linalg.cosine_similarity_matrices(w.T @ w, G) == pytest.approx(
+        linalg.cosine_similarity_matrices(q.T @ w.T @ w @ q, q.T @ G @ q), abs=1e-12
+    )
+    assert ansatz.row_space_correlation(w, w.T @ w) == pytest.approx(1.0)

@@ -2,10 +2,9 @@
 
 import pytest
 
-from featlearn import claims
-from featlearn.runner import Book, execute_chapter
-
 from conftest import ROOT
+from featlearn import claims
+from featlearn.book.runner import Book, execute_chapter
 
 CHAPTERS = Book(ROOT).chapters()
 
@@ -19,7 +18,9 @@ def test_every_chapter_has_a_tiny_profile():
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda c: c.name)
 def test_chapter_runs_at_tiny_parameters(chapter, tmp_path):
-    nb, _ = execute_chapter(chapter, chapter.resolve("tiny"), tmp_path / f"{chapter.name}.ipynb", progress=False)
+    nb, _ = execute_chapter(
+        chapter, chapter.resolve("tiny"), tmp_path / f"{chapter.name}.ipynb", progress=False
+    )
     recorded = claims.claims_from_notebook(nb)
     assert recorded, f"{chapter.name} recorded no claim"
     assert {c.chapter for c in recorded} == {chapter.name} and {c.profile for c in recorded} == {"tiny"}

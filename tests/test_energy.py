@@ -12,7 +12,7 @@ def test_streaming_covariance_equals_direct():
     x = torch.rand(37, 3, 9, 11, generator=g)
     cov = energy.PatchCovariance(3)
     for i in range(0, 37, 8):  # uneven batches
-        cov.update(x[i:i + 8])
+        cov.update(x[i : i + 8])
     p = F.unfold(x.double(), 3).transpose(1, 2).reshape(-1, 27)
     assert cov.n == p.shape[0]
     assert torch.allclose(cov.mean, p.mean(0), atol=1e-12)
@@ -20,7 +20,7 @@ def test_streaming_covariance_equals_direct():
     with pytest.raises(ValueError, match="4-D"):
         cov.update(x[0])
     with pytest.raises(ValueError, match="no patches"):
-        energy.PatchCovariance(3).covariance
+        energy.PatchCovariance(3).covariance  # noqa: B018 (the property raises)
 
 
 def test_patch_pca_of_natural_images_is_decreasing_and_orthonormal():
@@ -53,7 +53,9 @@ def test_theory_limits_and_conventions():
     late = energy.theory_profile(lam2, 1e6)
     assert torch.allclose(late, (1 / lam) / (1 / lam).max(), rtol=1e-6)  # e ∝ 1/λ: whitening
     eta, steps = 1e-3, 2000  # discrete (official) form equals the clean one at t = η · steps
-    assert torch.allclose(energy.theory_profile(lam2, steps, eta=eta), energy.theory_profile(lam2, eta * steps), rtol=5e-3)
+    assert torch.allclose(
+        energy.theory_profile(lam2, steps, eta=eta), energy.theory_profile(lam2, eta * steps), rtol=5e-3
+    )
     with pytest.raises(ValueError, match="converge"):
         energy.theory_profile(lam2, 10, eta=1.0)
 

@@ -31,7 +31,7 @@ def empirical(x, q, depth, width, seed):
     params = [p.requires_grad_() for p in ws + [v]]
     grads = []
     for i in range(len(x)):
-        out, _ = finite_net(x[i:i + 1], params, q)
+        out, _ = finite_net(x[i : i + 1], params, q)
         grads.append(torch.cat([gr.flatten() for gr in torch.autograd.grad(out.sum(), params)]))
     jac = torch.stack(grads)
     _, feats = finite_net(x, params, q)

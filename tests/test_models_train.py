@@ -49,7 +49,9 @@ def test_training_learns_a_separable_task_and_is_deterministic():
     def fit():
         torch.manual_seed(0)
         net = models.build_model("vgg", 1, 2, 8, width=8)
-        hist = train.train_classifier(net, x, y, epochs=15, lr=3e-3, batch_size=32, x_test=x, y_test=y, progress=False)
+        hist = train.train_classifier(
+            net, x, y, epochs=15, lr=3e-3, batch_size=32, x_test=x, y_test=y, progress=False
+        )
         return net, hist
 
     net, hist = fit()
@@ -78,3 +80,12 @@ def test_cifar_vgg11_bn_and_resnet20_shapes_and_sizes():
     assert models.first_conv(models.vgg11_bn(1, 10, width=0.25))[1].weight.shape == (16, 1, 3, 3)
     with pytest.raises(ValueError, match="positive"):
         models.vgg11_bn(width=0)
+
+
+def test_build_model_seed_gives_the_same_weights():
+    a = models.build_model("vgg", 1, 10, 16, width=8, seed=3)
+    b = models.build_model("vgg", 1, 10, 16, width=8, seed=3)
+    c = models.build_model("vgg", 1, 10, 16, width=8, seed=4)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()) if pa.ndim > 1)

@@ -21,9 +21,9 @@ def test_nlgp_kurtosis_matches_the_published_table():
     from scipy import integrate
 
     for k in (5.0, 6.0, 10.0):
-        m2 = integrate.quad(lambda u: u ** 2 * (1 - u ** k) ** (-2 / k), 0, 1, limit=500)[0]
-        m4 = integrate.quad(lambda u: u ** 4 * (1 - u ** k) ** (-4 / k), 0, 1, limit=500)[0]
-        assert nlgp.kur_kurtosis(k) == pytest.approx(m4 / m2 ** 2, rel=1e-3)
+        m2 = integrate.quad(lambda u, k=k: u**2 * (1 - u**k) ** (-2 / k), 0, 1, limit=500)[0]
+        m4 = integrate.quad(lambda u, k=k: u**4 * (1 - u**k) ** (-4 / k), 0, 1, limit=500)[0]
+        assert nlgp.kur_kurtosis(k) == pytest.approx(m4 / m2**2, rel=1e-3)
     assert nlgp.kur_kurtosis(10) == pytest.approx(2.07, abs=0.01)
     assert nlgp.kur_kurtosis(6) < 3 < nlgp.kur_kurtosis(5)
     assert nlgp.kur_kurtosis(4) == math.inf
@@ -61,7 +61,7 @@ def test_ising_correlations_are_exact():
     s = nlgp.Ising(torch.zeros(1), D=D).sample(xi, 40000, _gen(3))[0]
     t = math.exp(-1 / xi)
     for d in (1, 3, 6):
-        expected = (t ** d + t ** (D - d)) / (1 + t ** D)  # periodic chain, transfer matrix
+        expected = (t**d + t ** (D - d)) / (1 + t**D)  # periodic chain, transfer matrix
         assert (s[:, 0] * s[:, d]).mean() == pytest.approx(expected, abs=0.02)
     assert s[:, 5].mean().abs() < 0.02 and nlgp.kurtosis(s) == pytest.approx(1.0, abs=1e-3)
 
@@ -97,7 +97,9 @@ def test_rf_measures():
     w = torch.zeros(2, D)
     w[0, 5], w[1, 30] = 1.0, 1.0
     assert torch.allclose(nlgp.rf_centres(w), torch.tensor([5.0, 30.0], dtype=torch.float64), atol=1e-9)
-    assert torch.allclose(nlgp.tiling_gaps(torch.tensor([0.0, 8, 16, 24]), D), torch.ones(4, dtype=torch.float64))
+    assert torch.allclose(
+        nlgp.tiling_gaps(torch.tensor([0.0, 8, 16, 24]), D), torch.ones(4, dtype=torch.float64)
+    )
     cos = torch.cos(2 * math.pi * 3 * torch.arange(D) / D)
     assert int(nlgp.peak_frequency(cos)) == 3
 
@@ -127,7 +129,7 @@ def test_one_sgd_step_matches_the_hand_derived_gradient():
     for b in range(2):
         h = s * x[b] @ w0[b].T + b0[b]  # (n, K)
         f = (torch.erf(h / math.sqrt(2)) / 3).sum(1)
-        dsig = math.sqrt(2 / math.pi) * torch.exp(-h ** 2 / 2)  # d/dh erf(h/√2)
+        dsig = math.sqrt(2 / math.pi) * torch.exp(-(h**2) / 2)  # d/dh erf(h/√2)
         delta = (f - y)[:, None] * dsig / 3 / len(y)  # (n, K)
         gw = s * delta.T @ x[b]
         gb = delta.sum(0)

@@ -2,15 +2,22 @@
 
 import pytest
 
-from featlearn.notebooks import ParameterError, parse_override, parse_overrides, parse_parameters, read_chapter
-
 from conftest import FIXTURE_BOOK
+from featlearn.book.notebooks import (
+    ParameterError,
+    parse_override,
+    parse_overrides,
+    parse_parameters,
+    read_chapter,
+)
 
 CHAPTER = FIXTURE_BOOK / "book" / "fixture.md"
 
 
 def test_parse_parameters_types_and_annotations():
-    p = parse_parameters('profile = "fast"\nn = 3  # comment\nlr = 1e-3\nflag = False\nsizes = [1, 2]\nk: int | None = None\n')
+    p = parse_parameters(
+        'profile = "fast"\nn = 3  # comment\nlr = 1e-3\nflag = False\nsizes = [1, 2]\nk: int | None = None\n'
+    )
     assert p["n"].default == 3 and p["n"].types == (int,)
     assert p["lr"].check(2, "t") == 2.0  # ints are accepted for floats
     assert p["k"].check(None, "t") is None and p["k"].check(4, "t") == 4

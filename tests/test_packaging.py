@@ -1,8 +1,8 @@
 """pyproject.toml and environment.yml name the same dependencies; torch is a range, not a pin."""
 
 import re
-import tomllib
 
+import tomllib
 import yaml
 
 from conftest import ROOT
@@ -20,7 +20,7 @@ def test_environment_matches_pyproject():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {r for r in pip if not r.startswith("-e")}
-    strip = lambda rs: {re.sub(r"\s*#.*", "", r).replace(" ", "") for r in rs}  # noqa: E731
+    strip = lambda rs: {re.sub(r"\s*#.*", "", r).replace(" ", "") for r in rs}
     assert strip(listed) == strip(wanted)
 
 

@@ -5,11 +5,10 @@ import shutil
 import nbformat
 import pytest
 
-from featlearn.notebooks import COLAB_MARKER, is_chapter_file, read_chapter
-from featlearn.pairing import colab_cell_source, pair_differences, repository_url, sync_book
-from featlearn.runner import Book
-
 from conftest import FIXTURE_BOOK, ROOT
+from featlearn.book.notebooks import COLAB_MARKER, is_chapter_file, read_chapter
+from featlearn.book.pairing import colab_cell_source, pair_differences, repository_url, sync_book
+from featlearn.book.runner import Book
 
 BOOKS = [ROOT, FIXTURE_BOOK]
 CHAPTERS = [p for b in BOOKS for p in Book(b).pages() if is_chapter_file(p)]
@@ -26,7 +25,7 @@ def test_chapter_layout(md):
     code = [c for c in ch.notebook.cells if c.cell_type == "code"]
     book_root = next(b for b in BOOKS if md.is_relative_to(b / "book"))
     assert code[1].source == colab_cell_source(repository_url(book_root)), "run `featlearn sync`"
-    assert any(f'page.setup("{ch.name}"' in c.source for c in code), "chapters call featlearn.page.setup"
+    assert any(f'page.setup("{ch.name}"' in c.source for c in code), "chapters call featlearn.book.page.setup"
 
 
 def test_pair_check_catches_drift_and_outputs(tmp_path):
@@ -49,7 +48,9 @@ def test_sync_sets_colab_cell_from_config(tmp_path):
     book = tmp_path / "b"
     shutil.copytree(FIXTURE_BOOK, book, ignore=shutil.ignore_patterns("_build"))
     cfg = book / "_config.yml"
-    cfg.write_text(cfg.read_text().replace("feature-learning-replicated/feature-learning-replicated", "someone/else"))
+    cfg.write_text(
+        cfg.read_text().replace("feature-learning-replicated/feature-learning-replicated", "someone/else")
+    )
     sync_book(book)
     ch = read_chapter(book / "book" / "fixture.md")
     cell = [c for c in ch.notebook.cells if c.cell_type == "code"][1]

@@ -3,9 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from kernels_reference import reference_conv_kernels
 
-from featlearn import rfm
+from featlearn import linalg, rfm
+from featlearn._validation import NotFittedError
+from kernels_reference import reference_conv_kernels
 
 
 def test_predictor_agop_matches_brute_force_autograd():
@@ -18,10 +19,10 @@ def test_predictor_agop_matches_brute_force_autograd():
     fast = rfm.predictor_patch_agop(x, xt, alpha, q=3, depth=2, M=m, block_size=2)  # blocks of x and of xt
     brute = torch.zeros(9, 9, dtype=torch.float64)
     for i in range(len(x)):  # every patch of image i as its own variable, all-pairs kernel, jacrev
-        p0 = F.unfold(x[i:i + 1], 3).transpose(1, 2)
+        p0 = F.unfold(x[i : i + 1], 3).transpose(1, 2)
 
         def f(p, i=i):
-            return reference_conv_kernels(x[i:i + 1], xt, q=3, depth=2, M=m, px=p)[1] @ alpha
+            return reference_conv_kernels(x[i : i + 1], xt, q=3, depth=2, M=m, px=p)[1] @ alpha
 
         jac = torch.func.jacrev(f)(p0).reshape(2, -1, 9)  # (outputs, positions, d)
         brute += torch.einsum("cpd,cpe->de", jac, jac)
@@ -55,8 +56,27 @@ def test_bad_inputs():
     model = rfm.ConvRFM(depth=2, iterations=0, progress=False).fit(x, y)
     with pytest.raises(ValueError, match="images must be"):
         model.predict(torch.rand(2, 1, 9, 9))
-    with pytest.raises(RuntimeError, match="fit"):
+    with pytest.raises(NotFittedError, match="fit"):
         rfm.ConvRFM().predict(x)
+
+
+def test_fitted_attributes_raise_attribute_error_before_fit():
+    """As in scikit-learn: hasattr() is False before fit, and the error names fit()."""
+    machine, deep = rfm.ConvRFM(), rfm.DeepConvRFM(depth=2, q=3)
+    assert not hasattr(machine, "learned_metric_")
+    assert not hasattr(deep, "layer_val_accuracy_")
+    with pytest.raises(AttributeError, match="fit"):
+        machine.learned_metric_  # noqa: B018 (the property raises)
+    with pytest.raises(ValueError, match="not fitted"):
+        deep.predict(torch.rand(2, 1, 9, 9))
+
+
+def test_deep_conv_rfm_takes_named_settings_only():
+    deep = rfm.DeepConvRFM(depth=2, n_filters=4, q=5, iterations=2, n_agop=7, progress=False)
+    machine = deep._layer_machine(1)
+    assert (machine.q, machine.depth, machine.iterations, machine.n_agop) == (5, 1, 2, 7)
+    with pytest.raises(TypeError):
+        rfm.DeepConvRFM(depth=2, not_a_setting=1)
 
 
 def _bars(n, seed):
@@ -88,7 +108,7 @@ def test_random_filters_have_the_metric_as_covariance():
     g = torch.Generator().manual_seed(5)
     a = torch.randn(9, 9, generator=g, dtype=torch.float64)
     m = a @ a.T / 9
-    root = rfm.matrix_power(m, 0.5)
+    root = linalg.matrix_power_psd(m, 0.5)
     w = torch.randn(200_000, 9, generator=g, dtype=torch.float64) @ root
     assert torch.allclose(w.T @ w / len(w), m, atol=0.03 * m.abs().max())
     assert torch.allclose(root @ root, m, atol=1e-10)
@@ -111,8 +131,9 @@ def test_monitor_set_is_recorded_but_never_chooses():
     x, y = _bars(40, 3)
     xt, yt = _bars(20, 4)
     a = rfm.ConvRFM(q=3, depth=2, iterations=1, progress=False).fit(x[:30], y[:30], x[30:], y[30:])
-    b = rfm.ConvRFM(q=3, depth=2, iterations=1, progress=False).fit(x[:30], y[:30], x[30:], y[30:],
-                                                                   monitor=(xt, 1 - yt))  # flipped labels
+    b = rfm.ConvRFM(q=3, depth=2, iterations=1, progress=False).fit(
+        x[:30], y[:30], x[30:], y[30:], monitor=(xt, 1 - yt)
+    )  # flipped labels
     assert all(h.monitor_accuracy is None for h in a.history_)
     assert all(h.monitor_accuracy is not None for h in b.history_)
     assert a.best_iteration_ == b.best_iteration_ and a.reg_ == b.reg_

@@ -7,9 +7,9 @@ import shutil
 import nbformat
 import pytest
 
-from featlearn.cli import main as cli
-from featlearn.notebooks import ParameterError
-from featlearn.runner import ChapterFailed, build
+from featlearn.book.cli import main as cli
+from featlearn.book.notebooks import ParameterError
+from featlearn.book.runner import ChapterFailed, build
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,9 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
 
     rows = json.loads((out / "claims.json").read_text())
     assert [(r["chapter"], r["id"], r["holds"], r["profile"]) for r in rows] == [
-        ("fixture", "mean-small", True, "tiny"), ("fixture", "always-fails", False, "tiny")]
+        ("fixture", "mean-small", True, "tiny"),
+        ("fixture", "always-fails", False, "tiny"),
+    ]
 
     page = (html / "book" / "fixture.html").read_text()
     assert "How this page was produced" in page
@@ -53,7 +55,10 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     assert page.index("How this page was produced") < page.index("A tiny chapter that exercises")
     assert "_images/" in page, "the chapter's figure is on the page"
     assert "google.colab" not in page  # the Colab cell is for Colab only
-    assert "colab.research.google.com/github/feature-learning-replicated/feature-learning-replicated/blob/main/book/fixture.ipynb" in page
+    assert (
+        "colab.research.google.com/github/feature-learning-replicated/feature-learning-replicated/blob/main/book/fixture.ipynb"
+        in page
+    )
 
     score = (html / "book" / "scorecard.html").read_text()
     assert "always-fails" in score and "❌ fails" in score and "1 hold, 1 fail" in score
@@ -68,7 +73,7 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
 
     if shutil.which("chromium") is None:
         pytest.skip("Chromium is not installed (apt-get install chromium); the site check is CI's")
-    from featlearn.sitecheck import check_site
+    from featlearn.book.sitecheck import check_site
 
     reports = check_site(fixture_book, screenshots=tmp_path / "shots")
     assert [r.page for r in reports] == ["book/intro.html", "book/fixture.html", "book/scorecard.html"]
@@ -76,7 +81,9 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     assert (tmp_path / "shots" / "book_fixture.png").stat().st_size > 10_000
 
     # the check can fail: break an image and drop a claim from the table
-    src = re.search(r'<img[^>]+src="([^"]*_images/[^"]+)"', (html / "book" / "fixture.html").read_text()).group(1)
+    src = re.search(
+        r'<img[^>]+src="([^"]*_images/[^"]+)"', (html / "book" / "fixture.html").read_text()
+    ).group(1)
     (html / "book" / src).resolve().write_bytes(b"not a png")
     claims_json = json.loads((out / "claims.json").read_text())
     claims_json.append({**claims_json[0], "id": "ghost"})
@@ -88,7 +95,23 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
 
 def test_run_one_chapter_with_overrides(fixture_book):
     out = fixture_book / "run.ipynb"
-    assert cli(["--root", str(fixture_book), "run", "fixture", "--profile", "tiny", "n=5", "-o", str(out), "--no-progress"]) == 0
+    assert (
+        cli(
+            [
+                "--root",
+                str(fixture_book),
+                "run",
+                "fixture",
+                "--profile",
+                "tiny",
+                "n=5",
+                "-o",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     nb = nbformat.read(out, as_version=4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert "n = 5" in injected.source and 'profile = "tiny"' in injected.source

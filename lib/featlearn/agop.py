@@ -30,12 +30,14 @@ import operator
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Union, cast
 
 import torch
 from torch import nn
 from torch.autograd.graph import get_gradient_edge
 from tqdm.auto import tqdm
+
+from featlearn._validation import check_inputs, check_model, check_positive_int
 
 __all__ = [
     "OutputSpec",
@@ -44,18 +46,11 @@ __all__ = [
     "patch_agops",
     "patch_output_gops",
     "agop_from_output_gop",
+    "weight_matrix",
     "cnfm",
     "nfm",
-    "matrix_power_psd",
-    "ansatz_correlation",
-    "ansatz_correlations",
-    "ansatz_table",
-    "cosine_similarity_matrices",
     "mlp_agops",
-    "isotropy_measures",
     "layer_input_agop",
-    "sandwich_baselines",
-    "row_space_correlation",
 ]
 
 #: What ``outputs`` may be: ``"all"``, a sequence of output indices, an int ``k`` (number of
@@ -66,39 +61,8 @@ _TRAIN_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._Dropout
 
 
 # ----------------------------------------------------------------------------------------
-# Validation helpers
+# Validation and layer resolution
 # ----------------------------------------------------------------------------------------
-
-
-def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
-
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def _check_inputs(images: object, name: str, ndim: int | None) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if ndim is not None and images.ndim != ndim:
-        raise ValueError(
-            f"{name} must be a {ndim}-D tensor (N, C, H, W), got shape {tuple(images.shape)}"
-        )
-    if images.ndim < 2:
-        raise ValueError(
-            f"{name} must have a leading batch dimension and at least one feature dimension, "
-            f"got shape {tuple(images.shape)}"
-        )
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty (batch dimension is 0); pass at least one example")
-    if not torch.is_floating_point(images):
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {images.dtype}")
-    return images
 
 
 def _model_device_dtype(model: nn.Module, x: torch.Tensor) -> tuple[torch.device, torch.dtype]:
@@ -144,7 +108,7 @@ def _resolve_layers(
             f"modules, got {layers!r}"
         )
     by_name = dict(named)
-    by_id = {}
+    by_id: dict[int, str] = {}
     for name, m in named:
         by_id.setdefault(id(m), name)
     out: dict[str, nn.Module] = {}
@@ -165,9 +129,7 @@ def _resolve_layers(
                 f"each layer must be a module name (str) or an nn.Module, got {type(item).__name__}"
             )
         if not isinstance(module, kinds):
-            raise TypeError(
-                f"layer {name!r} is a {type(module).__name__}; expected {kind_name}"
-            )
+            raise TypeError(f"layer {name!r} is a {type(module).__name__}; expected {kind_name}")
         out[name] = module
     return out
 
@@ -197,7 +159,7 @@ def _output_directions(
         # E[v v^T] = I, so (1/k) sum_j grad(v_j^T f) grad(v_j^T f)^T is unbiased for the
         # sum over all outputs; the 1/k goes into the rows as 1/sqrt(k).
         return (v / math.sqrt(k)).to(device=device, dtype=dtype)
-    idx = list(outputs)  # already validated as ints
+    idx = list(cast(Sequence[int], outputs))  # already validated as ints
     bad = [i for i in idx if not 0 <= i < n_outputs]
     if bad:
         raise ValueError(
@@ -238,8 +200,7 @@ def _check_outputs(outputs: object) -> OutputSpec:
         outputs = outputs.tolist()
     if not isinstance(outputs, Sequence):
         raise TypeError(
-            f"outputs must be 'all', an int, a sequence of ints or a 2-D tensor; got "
-            f"{type(outputs).__name__}"
+            f"outputs must be 'all', an int, a sequence of ints or a 2-D tensor; got {type(outputs).__name__}"
         )
     if len(outputs) == 0:
         raise ValueError("outputs is an empty list; select at least one output index")
@@ -252,6 +213,22 @@ def _check_outputs(outputs: object) -> OutputSpec:
     if len(set(idx)) != len(idx):
         raise ValueError(f"output indices must be distinct, got {idx}")
     return idx
+
+
+def _out_features(module: nn.Module) -> int:
+    if isinstance(module, nn.Conv2d):
+        return module.out_channels
+    if isinstance(module, nn.Linear):
+        return module.out_features
+    raise TypeError(f"unsupported layer type {type(module).__name__}")
+
+
+def _check_conv(name: str, conv: nn.Conv2d) -> None:
+    if conv.groups != 1:
+        raise NotImplementedError(
+            f"conv layer {name!r} has groups={conv.groups}; the patch AGOP of a grouped conv "
+            "(each group reads its own channels) is not implemented. Use groups=1 layers."
+        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -280,8 +257,8 @@ def _grad_moments(
     share each forward pass and each batched backward pass. With ``centered``, the mean
     gradient over examples (per direction and position) is removed first.
     """
-    chunk_size = _check_positive_int(chunk_size, "chunk_size")
-    batch_size = _check_positive_int(batch_size, "batch_size")
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    batch_size = check_positive_int(batch_size, "batch_size")
     outputs = _check_outputs(outputs)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
@@ -319,9 +296,7 @@ def _grad_moments(
             with torch.enable_grad():
                 out = model(x)
             if not isinstance(out, torch.Tensor):
-                raise TypeError(
-                    f"model returned {type(out).__name__}; expected a tensor of outputs (N, K)"
-                )
+                raise TypeError(f"model returned {type(out).__name__}; expected a tensor of outputs (N, K)")
             if out.ndim == 0 or out.shape[0] != bs:
                 raise ValueError(
                     f"model output has shape {tuple(out.shape)}; expected a leading batch "
@@ -332,9 +307,7 @@ def _grad_moments(
             f = out.reshape(bs, -1)
             missing = [name for name in names if not captured[name]]
             if missing:
-                raise RuntimeError(
-                    f"layers {missing} were not called during the model's forward pass"
-                )
+                raise RuntimeError(f"layers {missing} were not called during the model's forward pass")
             if directions is None:
                 n_outputs = f.shape[1]
                 directions = _output_directions(outputs, n_outputs, generator, device, dtype)
@@ -377,7 +350,8 @@ def _grad_moments(
                         sums[key][start : start + m] += s
                     del g, flat
                 del grads
-                bar.update(1)
+                if bar is not None:
+                    bar.update(1)
             del out, f, edges
     finally:
         for h in handles:
@@ -398,22 +372,6 @@ def _grad_moments(
                     mom = mom - mean.T @ mean
         result[name] = (mom + mom.T) / 2
     return result
-
-
-def _out_features(module: nn.Module) -> int:
-    if isinstance(module, nn.Conv2d):
-        return module.out_channels
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    raise TypeError(f"unsupported layer type {type(module).__name__}")
-
-
-def _check_conv(name: str, conv: nn.Conv2d) -> None:
-    if conv.groups != 1:
-        raise NotImplementedError(
-            f"conv layer {name!r} has groups={conv.groups}; the patch AGOP of a grouped conv "
-            "(each group reads its own channels) is not implemented. Use groups=1 layers."
-        )
 
 
 # ----------------------------------------------------------------------------------------
@@ -446,11 +404,11 @@ def patch_output_gops(
     dict[str, torch.Tensor]
         ``{layer name: C}`` with C symmetric, of shape (c_out, c_out), in the model's dtype.
     """
-    _check_model(model)
-    _check_inputs(images, "images", 4)
+    check_model(model)
+    check_inputs(images, "images", 4)
     convs = _resolve_layers(model, layers, (nn.Conv2d,), "nn.Conv2d")
     for name, conv in convs.items():
-        _check_conv(name, conv)
+        _check_conv(name, cast(nn.Conv2d, conv))
     cs = _grad_moments(
         model,
         images,
@@ -464,7 +422,7 @@ def patch_output_gops(
         centered=False,
         desc="patch AGOP",
     )
-    return {name: c.to(convs[name].weight.dtype) for name, c in cs.items()}
+    return {name: c.to(cast(nn.Conv2d, convs[name]).weight.dtype) for name, c in cs.items()}
 
 
 def agop_from_output_gop(layer: nn.Conv2d | nn.Linear, c: torch.Tensor) -> torch.Tensor:
@@ -474,7 +432,7 @@ def agop_from_output_gop(layer: nn.Conv2d | nn.Linear, c: torch.Tensor) -> torch
     second pass. W is ``layer.weight.flatten(1)``; the product is done in the weight's
     dtype (it dominates the cost for wide layers and small images) and symmetrised.
     """
-    w = _weight_matrix(layer)
+    w = weight_matrix(layer)
     if not isinstance(c, torch.Tensor) or c.ndim != 2 or c.shape != (w.shape[0], w.shape[0]):
         raise ValueError(
             f"C must be a ({w.shape[0]}, {w.shape[0]}) tensor for this layer, got "
@@ -600,19 +558,21 @@ def patch_agop(
 
 
 # ----------------------------------------------------------------------------------------
-# Weight Gram matrices and matrix utilities
+# Weight Gram matrices
 # ----------------------------------------------------------------------------------------
 
 
-def _weight_matrix(layer: nn.Module | torch.Tensor) -> torch.Tensor:
+def weight_matrix(layer: nn.Module | torch.Tensor) -> torch.Tensor:
+    """A layer's weight as a detached matrix (d_out, d_in), i.e. ``weight.flatten(1)``.
+
+    Why: W^T W and W^T C W use the same (c_in, kh, kw) column order as the patch AGOP.
+    """
     if isinstance(layer, torch.Tensor):
         w = layer
     elif isinstance(layer, (nn.Linear, nn.modules.conv._ConvNd)):
         w = layer.weight
     else:
-        raise TypeError(
-            f"expected an nn.Linear, an nn.Conv*d or a weight tensor, got {type(layer).__name__}"
-        )
+        raise TypeError(f"expected an nn.Linear, an nn.Conv*d or a weight tensor, got {type(layer).__name__}")
     if w.ndim < 2:
         raise ValueError(f"weight must have at least 2 dimensions, got shape {tuple(w.shape)}")
     return w.detach().flatten(1)
@@ -624,115 +584,24 @@ def cnfm(layer: nn.Conv2d | nn.Linear | torch.Tensor) -> torch.Tensor:
     Why: the left-hand side of the CNFA ansatz (the 1/c_out factor is omitted; it does not
     change correlations). Works for conv and linear layers or a raw weight tensor.
     """
-    w = _weight_matrix(layer)
+    w = weight_matrix(layer)
     return w.T @ w
 
 
-def nfm(
-    layer: nn.Linear | nn.Conv2d | torch.Tensor, init_weight: torch.Tensor | None = None
-) -> torch.Tensor:
+def nfm(layer: nn.Linear | nn.Conv2d | torch.Tensor, init_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Neural feature matrix W^T W, or (W - W0)^T (W - W0) when ``init_weight`` is given.
 
     Why: the DNFA measures the NFM with the initial weights removed.
     """
-    w = _weight_matrix(layer)
+    w = weight_matrix(layer)
     if init_weight is not None:
-        w0 = _weight_matrix(init_weight)
+        w0 = weight_matrix(init_weight)
         if w0.shape != w.shape:
             raise ValueError(
                 f"init_weight has shape {tuple(w0.shape)} after flattening, expected {tuple(w.shape)}"
             )
         w = w - w0.to(device=w.device, dtype=w.dtype)
     return w.T @ w
-
-
-def _check_square(a: object, name: str) -> torch.Tensor:
-    if not isinstance(a, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(a).__name__}")
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"{name} must be a square 2-D matrix, got shape {tuple(a.shape)}")
-    return a
-
-
-def matrix_power_psd(a: torch.Tensor, alpha: float) -> torch.Tensor:
-    """A^alpha of a symmetric PSD matrix via eigendecomposition, negative eigenvalues -> 0.
-
-    Why: the Science-version ansatz compares W^T W with G^{1/2}; G is PSD up to rounding.
-
-    The matrix is symmetrised, ``torch.linalg.eigh`` is applied, eigenvalues are clipped
-    at 0 and raised to ``alpha`` (``alpha >= 0``; 0^0 = 1), and V diag(lambda^alpha) V^T
-    is returned in the input dtype.
-    """
-    a = _check_square(a, "A")
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not math.isfinite(alpha):
-        raise TypeError(f"alpha must be a finite real number, got {alpha!r}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0 (negative powers of a PSD matrix are undefined), got {alpha}")
-    sym = (a + a.T) / 2
-    evals, evecs = torch.linalg.eigh(sym)
-    powered = evals.clamp_min(0) ** alpha
-    out = (evecs * powered) @ evecs.T
-    return (out + out.T) / 2
-
-
-def _pair(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-        raise TypeError(
-            f"expected two torch.Tensors, got {type(a).__name__} and {type(b).__name__}"
-        )
-    if a.shape != b.shape:
-        raise ValueError(f"matrices must have the same shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.numel() == 0:
-        raise ValueError("matrices are empty")
-    return (
-        a.detach().to(torch.float64).flatten(),
-        b.detach().to(device=a.device, dtype=torch.float64).flatten(),
-    )
-
-
-def ansatz_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson correlation of the entries of two matrices (the papers' ansatz metric).
-
-    Why: CNFA/DNFA report how well W^T W matches G^alpha by this number.
-
-    a' = A - mean(A), b' = B - mean(B) (scalar means over all entries), then
-    <a', b'> / (|a'| |b'|), computed in float64.
-
-    Raises
-    ------
-    ValueError
-        Different shapes, or a matrix whose entries are all equal (zero norm after centring).
-    """
-    x, y = _pair(a, b)
-    x = x - x.mean()
-    y = y - y.mean()
-    nx, ny = x.norm(), y.norm()
-    if nx == 0 or ny == 0:
-        raise ValueError("correlation undefined: a matrix has all entries equal (zero norm after centring)")
-    return float((x @ y) / (nx * ny))
-
-
-def cosine_similarity_matrices(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Uncentred cosine <A, B>_F / (|A|_F |B|_F).
-
-    Why: some follow-up papers report the uncentred version; chapters show both.
-    """
-    x, y = _pair(a, b)
-    nx, ny = x.norm(), y.norm()
-    if nx == 0 or ny == 0:
-        raise ValueError("cosine similarity undefined: a matrix is zero")
-    return float((x @ y) / (nx * ny))
-
-
-def ansatz_correlations(
-    feature_matrix: torch.Tensor, agop: torch.Tensor, alphas: Sequence[float] = (1.0, 0.5)
-) -> dict[float, float]:
-    """corr(feature_matrix, agop^alpha) for each alpha (default 1 and 1/2).
-
-    Why: the papers' arXiv versions use alpha = 1, the Science version alpha = 1/2; the
-    book reports both.
-    """
-    return {float(al): ansatz_correlation(feature_matrix, matrix_power_psd(agop, al)) for al in alphas}
 
 
 # ----------------------------------------------------------------------------------------
@@ -762,9 +631,9 @@ class LayerAGOP:
 def mlp_agops(
     model: nn.Module,
     inputs: torch.Tensor,
+    layers: Sequence[str | nn.Linear] | None = None,
     outputs: OutputSpec = "all",
     *,
-    layers: Sequence[str | nn.Linear] | None = None,
     centered: bool = False,
     chunk_size: int = 10,
     batch_size: int = 256,
@@ -786,11 +655,11 @@ def mlp_agops(
         Network in eval mode containing ``nn.Linear`` layers (e.g. an ``nn.Sequential``).
     inputs
         (N, ...) floating tensor of inputs.
+    layers
+        Linear layers (names or modules); default every ``nn.Linear`` in the model.
     outputs
         As in :func:`patch_agops`: ``"all"``, indices, int k random projections, or a
         direction matrix.
-    layers
-        Linear layers (names or modules); default every ``nn.Linear`` in the model.
     centered
         If True, subtract the mean gradient over inputs (per output direction) before the
         outer product: P is then the covariance of the gradients, not the second moment.
@@ -804,8 +673,8 @@ def mlp_agops(
     dict[str, LayerAGOP]
         ``{layer name: LayerAGOP(G, P, weight)}``.
     """
-    _check_model(model)
-    _check_inputs(inputs, "inputs", None)
+    check_model(model)
+    check_inputs(inputs, "inputs", None)
     if not isinstance(centered, bool):
         raise TypeError(f"centered must be a bool, got {type(centered).__name__}")
     linears = _resolve_layers(model, layers, (nn.Linear,), "nn.Linear")
@@ -824,7 +693,7 @@ def mlp_agops(
     )
     out: dict[str, LayerAGOP] = {}
     for name, p in ps.items():
-        layer = linears[name]
+        layer = cast(nn.Linear, linears[name])
         w = layer.weight.detach()
         out[name] = LayerAGOP(
             G=agop_from_output_gop(layer, p),
@@ -834,165 +703,17 @@ def mlp_agops(
     return out
 
 
-# ----------------------------------------------------------------------------------------
-# Isotropy of pre-activation AGOPs (DNFA critique)
-# ----------------------------------------------------------------------------------------
-
-
-def isotropy_measures(
-    p: torch.Tensor,
-    w: torch.Tensor | nn.Module | None = None,
-    *,
-    restrict_to_range: bool = False,
-    rtol: float = 1e-10,
-) -> dict[str, float]:
-    """How far a pre-activation AGOP P is from isotropic (P ∝ I), and from P ∝ W W^T.
-
-    Why: G = W^T P W, so the alpha=1 ansatz W^T W ∝ G holds iff P ∝ I on range(W), and the
-    alpha=1/2 ansatz iff P ∝ W W^T on range(W); these numbers say how close each is.
-
-    Parameters
-    ----------
-    p
-        Symmetric PSD (d, d) matrix (a C or P from this module).
-    w
-        Optional weight (d, d_in) (or layer) of the same layer, so that P lives in its output
-        space. Enables ``corr_left_gram`` and ``restrict_to_range``.
-    restrict_to_range
-        If True (needs ``w``), replace P by Q^T P Q and W W^T by Q^T W W^T Q, where Q is an
-        orthonormal basis of range(W) (left singular vectors with singular value >
-        ``rtol`` * largest). Only that part of P affects G = W^T P W.
-    rtol
-        Relative threshold for "positive" eigenvalues and for the rank of W.
-
-    Returns
-    -------
-    dict[str, float]
-        ``dim``: dimension d (or rank of W when restricted).
-        ``corr_identity``: :func:`ansatz_correlation` (P, I) (1 iff P = cI, c > 0).
-        ``isotropy_distance``: |P - (tr P / d) I|_F / |P|_F, 0 iff isotropic, at most
-        sqrt(1 - 1/d) for PSD P (attained by rank 1).
-        ``eigen_spread``: lambda_max / lambda_min over eigenvalues > rtol * lambda_max
-        (1 for any multiple of a projector, including rank 1).
-        ``condition_number``: lambda_max / lambda_min over all eigenvalues (inf if
-        lambda_min <= rtol * lambda_max).
-        ``participation_ratio``: (sum lambda)^2 / sum lambda^2, in [1, d]; d iff isotropic.
-        ``corr_left_gram`` (only with ``w``): ansatz_correlation(P, W W^T).
-    """
-    p = _check_square(p, "P").detach().to(torch.float64)
-    p = (p + p.T) / 2
-    d = p.shape[0]
-    wm = None
-    if w is not None:
-        wm = _weight_matrix(w).to(device=p.device, dtype=torch.float64)
-        if wm.shape[0] != d:
-            raise ValueError(
-                f"W must have {d} rows (the dimension of P), got shape {tuple(wm.shape)}"
-            )
-    if restrict_to_range:
-        if wm is None:
-            raise ValueError("restrict_to_range=True needs the weight w")
-        u, s, _ = torch.linalg.svd(wm, full_matrices=False)
-        rank = int((s > rtol * s.max()).sum()) if s.numel() and s.max() > 0 else 0
-        if rank == 0:
-            raise ValueError("W is zero; its range is empty")
-        q = u[:, :rank]
-        p = q.T @ p @ q
-        wm = q.T @ wm
-        d = rank
-    pnorm = p.norm()
-    if pnorm == 0:
-        raise ValueError("P is zero; isotropy measures are undefined")
-    evals = torch.linalg.eigvalsh(p)
-    lmax = evals.max()
-    eye = torch.eye(d, dtype=torch.float64, device=p.device)
-    positive = evals[evals > rtol * lmax]
-    lmin_all = evals.min()
-    result = {
-        "dim": float(d),
-        "corr_identity": ansatz_correlation(p, eye) if d > 1 else float("nan"),
-        "isotropy_distance": float((p - (torch.trace(p) / d) * eye).norm() / pnorm),
-        "eigen_spread": float(lmax / positive.min()) if positive.numel() else float("nan"),
-        "condition_number": float(lmax / lmin_all) if lmin_all > rtol * lmax else float("inf"),
-        "participation_ratio": float(evals.clamp_min(0).sum() ** 2 / (evals.clamp_min(0) ** 2).sum()),
-    }
-    if wm is not None:
-        result["corr_left_gram"] = ansatz_correlation(p, wm @ wm.T)
-    return result
-
-
-# ----------------------------------------------------------------------------------------
-# Per-layer CNFA table
-# ----------------------------------------------------------------------------------------
-
-
-def _alpha_label(alpha: float) -> str:
-    from fractions import Fraction
-
-    return f"alpha={Fraction(alpha).limit_denominator(16)}"
-
-
-def ansatz_table(
-    model: nn.Module,
-    images: torch.Tensor,
-    layers: Sequence[str] | None = None,
-    outputs: OutputSpec = "all",
-    *,
-    alphas: Sequence[float] = (1.0, 0.5),
-    reference: nn.Module | None = None,
-    chunk_size: int = 10,
-    batch_size: int = 32,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> list[dict[str, float | str]]:
-    """Per conv layer: corr(W^T W, G^alpha) for each alpha, from one shared AGOP pass.
-
-    Why: every CNFA table in the book is this; one call keeps chapters free of loops.
-
-    Parameters
-    ----------
-    model, images, layers, outputs, chunk_size, batch_size, generator, progress
-        As in :func:`patch_agops`.
-    alphas
-        Powers of G to compare with (columns ``"alpha=1"``, ``"alpha=1/2"``, ...).
-    reference
-        A second model with the same layer names (e.g. the same network at init). Adds the
-        column ``"init CNFM vs CNFM"`` = corr(W_ref^T W_ref, W^T W), the paper's baseline.
-
-    Returns
-    -------
-    list of dict
-        One row per layer, in ``layers`` order, with key ``"layer"`` and one float per measure.
-    """
-    gs = patch_agops(model, images, layers, outputs, chunk_size=chunk_size, batch_size=batch_size,
-                     generator=generator, progress=progress)
-    rows: list[dict[str, float | str]] = []
-    for name, g in gs.items():
-        feat = cnfm(model.get_submodule(name))
-        row: dict[str, float | str] = {"layer": name}
-        for alpha, corr in ansatz_correlations(feat, g, alphas).items():
-            row[_alpha_label(alpha)] = corr
-        if reference is not None:
-            ref = cnfm(reference.get_submodule(name)).to(feat.device)
-            row["init CNFM vs CNFM"] = ansatz_correlation(ref, feat)
-        rows.append(row)
-    return rows
-
-
-# ----------------------------------------------------------------------------------------
-# Independent checks and baselines for the DNFA critique
-# ----------------------------------------------------------------------------------------
-
-
-def layer_input_agop(model: nn.Module, layer: str, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def layer_input_agop(
+    model: nn.Module, layer: str, inputs: torch.Tensor, batch_size: int = 256
+) -> torch.Tensor:
     """AGOP w.r.t. a linear layer's input, by plain autograd: one backward per output.
 
     Why: an independent check of G = W^T P W (it never forms P). The layer's input is
     replaced by a leaf tensor with a forward pre-hook, and each output's gradient with
     respect to it is taken separately. Slow; meant for checks on few inputs.
     """
-    _check_model(model)
-    x_all = _check_inputs(inputs, "inputs", None)
+    check_model(model)
+    x_all = check_inputs(inputs, "inputs", None)
     module = dict(model.named_modules()).get(layer)
     if not isinstance(module, nn.Linear):
         raise ValueError(f"{layer!r} is not an nn.Linear inside the model")
@@ -1004,12 +725,12 @@ def layer_input_agop(model: nn.Module, layer: str, inputs: torch.Tensor, batch_s
         leaf.append(h)
         return (h,)
 
-    total = None
+    total: torch.Tensor | None = None
     handle = module.register_forward_pre_hook(pre_hook)
     try:
         for start in range(0, x_all.shape[0], batch_size):
             leaf.clear()
-            x = x_all[start:start + batch_size].to(device=device, dtype=dtype)
+            x = x_all[start : start + batch_size].to(device=device, dtype=dtype)
             with torch.enable_grad():
                 f = model(x).reshape(x.shape[0], -1)
             h = leaf[0]
@@ -1019,94 +740,5 @@ def layer_input_agop(model: nn.Module, layer: str, inputs: torch.Tensor, batch_s
                 total = g.T @ g if total is None else total + g.T @ g
     finally:
         handle.remove()
+    assert total is not None  # inputs are non-empty and the model has an output
     return (total / x_all.shape[0]).to(dtype)
-
-
-def _gram_power(b: torch.Tensor, alpha: float) -> torch.Tensor:
-    """(B^T B)^alpha through the smaller of B B^T and B^T B (negative eigenvalues -> 0)."""
-    if b.shape[0] >= b.shape[1]:
-        return matrix_power_psd(b.T @ b, alpha)
-    # B B^T = U S^2 U^T, so B^T B = V S^2 V^T with V = B^T U S^-1 and
-    # (B^T B)^alpha = B^T U S^(2 alpha - 2) U^T B on the nonzero part.
-    evals, u = torch.linalg.eigh(b @ b.T)
-    keep = evals > evals.max().clamp_min(0) * 1e-12
-    u, lam = u[:, keep], evals[keep]
-    bu = b.T @ u
-    out = (bu * lam ** (alpha - 1)) @ bu.T
-    return (out + out.T) / 2
-
-
-def sandwich_baselines(
-    w: torch.Tensor | nn.Module,
-    p: torch.Tensor,
-    alphas: Sequence[float] = (1.0, 0.5),
-    *,
-    n_draws: int = 5,
-    generator: torch.Generator | None = None,
-) -> dict[str, dict[float, float]]:
-    """corr(W^T W, (W^T X W)^alpha) for the real P and for stand-ins X.
-
-    Why: G = W^T P W is a "sandwich" of W, so part of any ansatz correlation comes from W
-    alone. This measures how much, with X = P (the real thing), X = I, X a random Wishart
-    matrix (Z Z^T / d, Z Gaussian d×d) and X = P with its rows and columns shuffled by a
-    random permutation (same spectrum and diagonal values, alignment with W destroyed).
-    Random stand-ins are averaged over ``n_draws`` draws. Each power is taken through a
-    factor B with B^T B = W^T X W, on the smaller side (no d_in × d_in eigendecomposition).
-
-    Returns
-    -------
-    dict
-        ``{"P": {alpha: corr}, "I": ..., "Wishart": ..., "shuffled P": ...}``.
-    """
-    wm = _weight_matrix(w).to(torch.float64)
-    p = _check_square(p, "P").detach().to(device=wm.device, dtype=torch.float64)
-    d = wm.shape[0]
-    if p.shape[0] != d:
-        raise ValueError(f"P must be ({d}, {d}) for a weight with {d} rows, got {tuple(p.shape)}")
-    if n_draws < 1:
-        raise ValueError(f"n_draws must be >= 1, got {n_draws}")
-    feat = wm.T @ wm
-    gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    root_p = matrix_power_psd(p, 0.5)
-
-    def corr(b: torch.Tensor) -> dict[float, float]:
-        """b is a factor with b^T b = W^T X W."""
-        return {float(a): ansatz_correlation(feat, _gram_power(b, a)) for a in alphas}
-
-    def averaged(make_factor: object) -> dict[float, float]:
-        draws = [corr(make_factor()) for _ in range(n_draws)]
-        return {a: sum(dr[a] for dr in draws) / n_draws for a in draws[0]}
-
-    def wishart() -> torch.Tensor:  # X = Z Z^T / d, factor Z^T W / sqrt(d)
-        z = torch.randn(d, d, generator=gen, dtype=torch.float64).to(wm.device)
-        return z.T @ wm / math.sqrt(d)
-
-    def shuffled() -> torch.Tensor:  # X = P[perm][:, perm], factor P^(1/2)[perm][:, perm] W
-        perm = torch.randperm(d, generator=gen).to(wm.device)
-        return root_p[perm][:, perm] @ wm
-
-    return {
-        "P": corr(root_p @ wm),
-        "I": corr(wm),
-        "Wishart": averaged(wishart),
-        "shuffled P": averaged(shuffled),
-    }
-
-
-def row_space_correlation(w: torch.Tensor | nn.Module, g: torch.Tensor, alpha: float = 1.0) -> float:
-    """corr(W^T W, G^alpha) with both matrices restricted to the row space of W.
-
-    Why: for a wide-input layer (W of shape d_out × d_in, d_out < d_in), W^T W and
-    G = W^T P W both vanish on the null space of W; this asks whether that shared null
-    space inflates the correlation. Restricting to the row space (Q^T A Q, Q an
-    orthonormal basis of the rows of W) keeps every Frobenius inner product, so the
-    uncentred cosine is unchanged; only the Pearson correlation's mean subtraction differs.
-    """
-    wm = _weight_matrix(w).to(torch.float64)
-    g = _check_square(g, "G").detach().to(device=wm.device, dtype=torch.float64)
-    if g.shape[0] != wm.shape[1]:
-        raise ValueError(f"G must be ({wm.shape[1]}, {wm.shape[1]}) for this weight, got {tuple(g.shape)}")
-    _, s, vh = torch.linalg.svd(wm, full_matrices=False)
-    q = vh[s > 1e-10 * s.max()].T
-    feat = q.T @ (wm.T @ wm) @ q
-    return ansatz_correlation(feat, matrix_power_psd(q.T @ g @ q, alpha))

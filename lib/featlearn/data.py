@@ -52,10 +52,19 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
 #: Natural photographs shipped inside scikit-image (``skimage.data``) and scikit-learn.
 NATURAL_IMAGES = {
-    "astronaut": "skimage", "camera": "skimage", "chelsea": "skimage", "coffee": "skimage",
-    "rocket": "skimage", "coins": "skimage", "brick": "skimage", "grass": "skimage",
-    "gravel": "skimage", "moon": "skimage", "clock": "skimage",
-    "china.jpg": "sklearn", "flower.jpg": "sklearn",
+    "astronaut": "skimage",
+    "camera": "skimage",
+    "chelsea": "skimage",
+    "coffee": "skimage",
+    "rocket": "skimage",
+    "coins": "skimage",
+    "brick": "skimage",
+    "grass": "skimage",
+    "gravel": "skimage",
+    "moon": "skimage",
+    "clock": "skimage",
+    "china.jpg": "sklearn",
+    "flower.jpg": "sklearn",
 }
 
 
@@ -71,7 +80,9 @@ def data_root(root: str | Path | None = None) -> Path:
         path = Path(os.environ["FEATLEARN_DATA"])
     else:
         checkout = Path(__file__).resolve().parents[2] / "data"
-        path = checkout / "cache" if (checkout / "README.md").exists() else Path.home() / ".cache" / "featlearn"
+        path = (
+            checkout / "cache" if (checkout / "README.md").exists() else Path.home() / ".cache" / "featlearn"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -83,12 +94,17 @@ def offline() -> bool:
 
 def _unavailable(name: str, where: list[Path], fix: str, cause: BaseException | None) -> DatasetUnavailable:
     looked = ", ".join(str(p) for p in where)
-    why = f" The download failed: {type(cause).__name__}: {cause}." if cause else (
-        " Downloading was not attempted (offline)." )
+    why = (
+        f" The download failed: {type(cause).__name__}: {cause}."
+        if cause
+        else (" Downloading was not attempted (offline).")
+    )
     return DatasetUnavailable(f"{name} is not available. Looked in: {looked}.{why} Fix: {fix}")
 
 
-def _torchvision(name: str, factory: Callable[[bool], Any], where: list[Path], fix: str, download: bool | None) -> Any:
+def _torchvision(
+    name: str, factory: Callable[[bool], Any], where: list[Path], fix: str, download: bool | None
+) -> Any:
     """Open a torchvision dataset, downloading only if allowed; wrap failures in a clear error."""
     try:
         return factory(False)
@@ -98,7 +114,7 @@ def _torchvision(name: str, factory: Callable[[bool], Any], where: list[Path], f
         raise _unavailable(name, where, fix, None)
     try:
         return factory(True)
-    except Exception as exc:  # noqa: BLE001 - any download failure becomes the same clear error
+    except Exception as exc:
         raise _unavailable(name, where, fix, exc) from exc
 
 
@@ -116,8 +132,14 @@ def _check_idx(path: Path, name: str) -> None:
     magic, shape = _IDX_SHAPES[name]
     raw = path.read_bytes()
     header = np.frombuffer(raw[: 4 * (1 + len(shape))], dtype=">i4")
-    if int(header[0]) != magic or tuple(int(d) for d in header[1:]) != shape or len(raw) != 4 * (1 + len(shape)) + int(np.prod(shape)):
-        raise DatasetUnavailable(f"{path} is not the Fashion-MNIST file {name} (bad IDX header or size); reinstall dataset-fashion-mnist")
+    if (
+        int(header[0]) != magic
+        or tuple(int(d) for d in header[1:]) != shape
+        or len(raw) != 4 * (1 + len(shape)) + int(np.prod(shape))
+    ):
+        raise DatasetUnavailable(
+            f"{path} is not the Fashion-MNIST file {name} (bad IDX header or size); reinstall dataset-fashion-mnist"
+        )
 
 
 def _stage_debian_fashion_mnist(root: Path, source: Path | None = None) -> bool:
@@ -172,7 +194,9 @@ def mnist(split: str = "train", root: str | Path | None = None, download: bool |
     split = _check_split(split, ("train", "test"))
     r = data_root(root)
     return _torchvision(
-        "MNIST", lambda dl: MNIST(str(r), train=split == "train", download=dl), [r / "MNIST" / "raw"],
+        "MNIST",
+        lambda dl: MNIST(str(r), train=split == "train", download=dl),
+        [r / "MNIST" / "raw"],
         f"run with internet access (torchvision downloads it), or put the IDX files in {r / 'MNIST' / 'raw'}.",
         download,
     )
@@ -185,8 +209,11 @@ def svhn(split: str = "train", root: str | Path | None = None, download: bool | 
     split = _check_split(split, ("train", "test", "extra"))
     r = data_root(root) / "svhn"
     return _torchvision(
-        "SVHN", lambda dl: SVHN(str(r), split=split, download=dl), [r / f"{split}_32x32.mat"],
-        f"run with internet access (torchvision downloads it), or put {split}_32x32.mat in {r}.", download,
+        "SVHN",
+        lambda dl: SVHN(str(r), split=split, download=dl),
+        [r / f"{split}_32x32.mat"],
+        f"run with internet access (torchvision downloads it), or put {split}_32x32.mat in {r}.",
+        download,
     )
 
 
@@ -197,13 +224,21 @@ def cifar10(split: str = "train", root: str | Path | None = None, download: bool
     split = _check_split(split, ("train", "test"))
     r = data_root(root)
     return _torchvision(
-        "CIFAR-10", lambda dl: CIFAR10(str(r), train=split == "train", download=dl), [r / "cifar-10-batches-py"],
-        f"run with internet access (torchvision downloads it), or unpack cifar-10-python.tar.gz into {r}.", download,
+        "CIFAR-10",
+        lambda dl: CIFAR10(str(r), train=split == "train", download=dl),
+        [r / "cifar-10-batches-py"],
+        f"run with internet access (torchvision downloads it), or unpack cifar-10-python.tar.gz into {r}.",
+        download,
     )
 
 
-def imagenette(split: str = "train", size: str = "320px", root: str | Path | None = None,
-               download: bool | None = None, transform: Callable | None = None) -> Any:
+def imagenette(
+    split: str = "train",
+    size: str = "320px",
+    root: str | Path | None = None,
+    download: bool | None = None,
+    transform: Callable | None = None,
+) -> Any:
     """Imagenette (10 ImageNet classes) as ``torchvision.datasets.Imagenette``; needs internet the first time."""
     from torchvision.datasets import Imagenette
 
@@ -211,8 +246,10 @@ def imagenette(split: str = "train", size: str = "320px", root: str | Path | Non
     r = data_root(root) / "imagenette"
     r.mkdir(parents=True, exist_ok=True)
     return _torchvision(
-        "Imagenette", lambda dl: Imagenette(str(r), split=split, size=size, download=dl, transform=transform),
-        [r], f"run with internet access (torchvision downloads it), or unpack imagenette2-{size}.tgz into {r}.",
+        "Imagenette",
+        lambda dl: Imagenette(str(r), split=split, size=size, download=dl, transform=transform),
+        [r],
+        f"run with internet access (torchvision downloads it), or unpack imagenette2-{size}.tgz into {r}.",
         download,
     )
 
@@ -223,7 +260,9 @@ def image_folder(path: str | Path, transform: Callable | None = None) -> Any:
 
     p = Path(path)
     if not p.is_dir():
-        raise DatasetUnavailable(f"image folder {p} does not exist. Fix: pass the path of a folder with one subfolder per class.")
+        raise DatasetUnavailable(
+            f"image folder {p} does not exist. Fix: pass the path of a folder with one subfolder per class."
+        )
     return ImageFolder(str(p), transform=transform)
 
 
@@ -242,7 +281,9 @@ def to_tensors(dataset: Any, n: int | None = None, seed: int = 0) -> tuple[torch
     data = getattr(dataset, "data", None)
     targets = getattr(dataset, "targets", getattr(dataset, "labels", None))
     if data is None or targets is None:
-        raise TypeError(f"to_tensors needs a dataset with .data and .targets/.labels, got {type(dataset).__name__}")
+        raise TypeError(
+            f"to_tensors needs a dataset with .data and .targets/.labels, got {type(dataset).__name__}"
+        )
     total = len(data)
     if n is not None and not (0 < n <= total):
         raise ValueError(f"n must be between 1 and {total} for this dataset, got {n}")
@@ -259,11 +300,16 @@ def to_tensors(dataset: Any, n: int | None = None, seed: int = 0) -> tuple[torch
 
 
 _LOADERS: dict[str, Callable[..., Any]] = {
-    "fashion_mnist": fashion_mnist, "mnist": mnist, "svhn": svhn, "cifar10": cifar10,
+    "fashion_mnist": fashion_mnist,
+    "mnist": mnist,
+    "svhn": svhn,
+    "cifar10": cifar10,
 }
 
 
-def load(name: str, split: str = "train", n: int | None = None, seed: int = 0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def load(
+    name: str, split: str = "train", n: int | None = None, seed: int = 0, **kwargs: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Load a dataset by name as tensors (see :func:`to_tensors`).
 
     ``name`` is one of ``fashion_mnist``, ``mnist``, ``svhn``, ``cifar10``.
@@ -317,23 +363,29 @@ def natural_crops(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.
         im = imgs[rng.integers(len(imgs))]
         i = rng.integers(im.shape[0] - size + 1)
         j = rng.integers(im.shape[1] - size + 1)
-        crop = im[i:i + size, j:j + size]
+        crop = im[i : i + size, j : j + size]
         out[k] = crop[None] if channels == 1 else crop.transpose(2, 0, 1)
     return torch.from_numpy(out)
 
 
 #: The star of the ConvRFM star task: 7 × 7 pixels (our drawing; the official one is similar).
-STAR = torch.tensor([[0, 0, 0, 1, 0, 0, 0],
-                     [0, 0, 1, 1, 1, 0, 0],
-                     [1, 1, 1, 1, 1, 1, 1],
-                     [0, 1, 1, 1, 1, 1, 0],
-                     [0, 0, 1, 1, 1, 0, 0],
-                     [0, 1, 1, 0, 1, 1, 0],
-                     [1, 1, 0, 0, 0, 1, 1]], dtype=torch.float32)
+STAR = torch.tensor(
+    [
+        [0, 0, 0, 1, 0, 0, 0],
+        [0, 0, 1, 1, 1, 0, 0],
+        [1, 1, 1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 1, 1, 0],
+        [0, 0, 1, 1, 1, 0, 0],
+        [0, 1, 1, 0, 1, 1, 0],
+        [1, 1, 0, 0, 0, 1, 1],
+    ],
+    dtype=torch.float32,
+)
 
 
-def star_task(n: int, seed: int = 0, size: int = 32, noise: float = 0.3,
-              max_offset: int = 17) -> tuple[torch.Tensor, torch.Tensor]:
+def star_task(
+    n: int, seed: int = 0, size: int = 32, noise: float = 0.3, max_offset: int = 17
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ConvRFM paper's synthetic star task: is there a star somewhere in the noise?
 
     ``n`` images (3, size, size) of Gaussian noise (std ``noise``); half of them (label 1)
@@ -350,8 +402,8 @@ def star_task(n: int, seed: int = 0, size: int = 32, noise: float = 0.3,
     offs = torch.randint(0, max_offset + 1, (n, 2), generator=g)
     for i in torch.nonzero(y).flatten().tolist():
         r, c = 3 + int(offs[i, 0]), 7 + int(offs[i, 1])
-        box = x[i, :2, r:r + 7, c:c + 7]
-        x[i, :2, r:r + 7, c:c + 7] = torch.where(STAR.bool(), torch.ones_like(box), box)
+        box = x[i, :2, r : r + 7, c : c + 7]
+        x[i, :2, r : r + 7, c : c + 7] = torch.where(STAR.bool(), torch.ones_like(box), box)
     perm = torch.randperm(n, generator=g)
     return x[perm], y[perm]
 
@@ -372,7 +424,7 @@ def paste_in_noise(x: torch.Tensor, frame: int = 42, noise: float = 0.5, seed: i
     offs = torch.randint(0, frame - max(h, w) + 1, (n, 2), generator=g)
     for i in range(n):
         r, cc = int(offs[i, 0]), int(offs[i, 1])
-        out[i, :, r:r + h, cc:cc + w] = x[i]
+        out[i, :, r : r + h, cc : cc + w] = x[i]
     return out
 
 
@@ -381,8 +433,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def imagenet_images(n: int, *, folder: str | Path | None = None, seed: int = 2323, size: int = 224,
-                    download: bool | None = None) -> torch.Tensor:
+def imagenet_images(
+    n: int,
+    *,
+    folder: str | Path | None = None,
+    seed: int = 2323,
+    size: int = 224,
+    download: bool | None = None,
+) -> torch.Tensor:
     """``n`` ImageNet-class images, preprocessed as for torchvision's pretrained models.
 
     Resize(256·size/224), CenterCrop(size), ImageNet normalisation, drawn in a shuffled
@@ -391,11 +449,19 @@ def imagenet_images(n: int, *, folder: str | Path | None = None, seed: int = 232
     """
     from torchvision import transforms
 
-    tf = transforms.Compose([
-        transforms.Resize(round(256 * size / 224)), transforms.CenterCrop(size), transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-    ds = image_folder(folder, transform=tf) if folder is not None else imagenette("train", transform=tf, download=download)
+    tf = transforms.Compose(
+        [
+            transforms.Resize(round(256 * size / 224)),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+    ds = (
+        image_folder(folder, transform=tf)
+        if folder is not None
+        else imagenette("train", transform=tf, download=download)
+    )
     if not 0 < n <= len(ds):
         raise ValueError(f"n must be between 1 and {len(ds)}, got {n}")
     order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from featlearn.linalg import pearson
+
 __all__ = [
     "PatchCovariance",
     "patch_pca",
@@ -66,7 +68,9 @@ class PatchCovariance:
         the unfolded patches.
         """
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            raise ValueError(f"images must be a 4-D tensor (N, C, H, W), got {getattr(images, 'shape', type(images))}")
+            raise ValueError(
+                f"images must be a 4-D tensor (N, C, H, W), got {getattr(images, 'shape', type(images))}"
+            )
         d = images.shape[1] * self.q * self.q
         if self._sum is None:
             self._sum = torch.zeros(d, dtype=torch.float64, device=images.device)
@@ -78,8 +82,9 @@ class PatchCovariance:
         positions = max(1, h) * max(1, w)
         chunk = max(1, (1 << 21) // max(1, d * positions))
         for i in range(0, images.shape[0], chunk):
-            cols = F.unfold(images[i:i + chunk].to(torch.float64), self.q, stride=self.stride,
-                            padding=self.padding)  # (n, d, positions)
+            cols = F.unfold(
+                images[i : i + chunk].to(torch.float64), self.q, stride=self.stride, padding=self.padding
+            )  # (n, d, positions)
             self._sum += cols.sum((0, 2))
             self._outer += (cols @ cols.transpose(1, 2)).sum(0)
             self.n += cols.shape[0] * cols.shape[2]
@@ -89,12 +94,14 @@ class PatchCovariance:
     def mean(self) -> torch.Tensor:
         """Mean patch."""
         self._check()
+        assert self._sum is not None
         return self._sum / self.n
 
     @property
     def covariance(self) -> torch.Tensor:
         """Covariance of the centred patches, (1/N) Σ (p − mean)(p − mean)^T."""
         self._check()
+        assert self._outer is not None
         m = self.mean
         return self._outer / self.n - torch.outer(m, m)
 
@@ -102,6 +109,7 @@ class PatchCovariance:
     def second_moment(self) -> torch.Tensor:
         """Uncentred second moment (1/N) Σ p p^T: the Hessian of a linear first layer's loss."""
         self._check()
+        assert self._outer is not None
         return self._outer / self.n
 
     def _check(self) -> None:
@@ -125,7 +133,9 @@ def patch_pca(
     """
     cov = PatchCovariance(q)
     if isinstance(images, torch.Tensor):
-        batches: Iterable[torch.Tensor] = (images[i:i + batch_size] for i in range(0, len(images), batch_size))
+        batches: Iterable[torch.Tensor] = (
+            images[i : i + batch_size] for i in range(0, len(images), batch_size)
+        )
         total = -(-len(images) // batch_size)
     else:
         batches, total = images, None
@@ -193,7 +203,9 @@ def theory_profile(lam2: torch.Tensor, t: float, *, eta: float | None = None) ->
     return e / e.max()
 
 
-def fit_t(profile: torch.Tensor, lam2: torch.Tensor, ts: Iterable[float] | None = None) -> tuple[float, float]:
+def fit_t(
+    profile: torch.Tensor, lam2: torch.Tensor, ts: Iterable[float] | None = None
+) -> tuple[float, float]:
     """The t (clean convention) whose theory curve best matches ``profile``: (t, Pearson r).
 
     A grid search over ``ts``, as the paper grid-searches its single free parameter. By
@@ -204,8 +216,12 @@ def fit_t(profile: torch.Tensor, lam2: torch.Tensor, ts: Iterable[float] | None 
     lam2 = torch.as_tensor(lam2, dtype=torch.float64)
     if prof.shape != lam2.shape:
         raise ValueError(f"profile {tuple(prof.shape)} and eigenvalues {tuple(lam2.shape)} differ in shape")
+
     def r_of(t: float) -> float:
-        return float(torch.corrcoef(torch.stack([prof, theory_profile(lam2, t)]))[0, 1])
+        try:
+            return pearson(prof, theory_profile(lam2, t))
+        except ValueError:  # a flat curve has no correlation; the grid search skips it
+            return float("nan")
 
     refine = ts is None
     if ts is None:
@@ -250,8 +266,17 @@ class LinearCNN(nn.Module):
         Random source for both layers' init.
     """
 
-    def __init__(self, in_channels: int, filters: int, q: int = 3, *, groups: int = 1, init_std: float = 1e-4,
-                 train_readout: bool = False, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        filters: int,
+        q: int = 3,
+        *,
+        groups: int = 1,
+        init_std: float = 1e-4,
+        train_readout: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if groups < 1 or filters % groups:
             raise ValueError(f"groups must divide filters, got filters={filters}, groups={groups}")
@@ -328,8 +353,15 @@ def simulate_linear_cnn(
         raise ValueError(f"steps must be non-negative step counts, got {steps}")
     dev = torch.device(device) if device is not None else images.device
     g = torch.Generator().manual_seed(seed)
-    net = LinearCNN(images.shape[1], filters, q, groups=groups, init_std=init_std, train_readout=train_readout,
-                    generator=g).to(device=dev, dtype=dtype)
+    net = LinearCNN(
+        images.shape[1],
+        filters,
+        q,
+        groups=groups,
+        init_std=init_std,
+        train_readout=train_readout,
+        generator=g,
+    ).to(device=dev, dtype=dtype)
     x = images.to(device=dev, dtype=dtype)
     out_shape = (x.shape[0], filters, x.shape[2] - q + 1, x.shape[3] - q + 1)
     if targets is None:

@@ -37,11 +37,23 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-__all__ = ["relu_expectations", "raw_patches", "aligned_patch_products", "conv_kernels", "kernel_from_patches",
-           "metric_root", "conv_ntk", "conv_nngp"]
+from featlearn.linalg import psd_root
+
+__all__ = [
+    "relu_expectations",
+    "raw_patches",
+    "aligned_patch_products",
+    "conv_kernels",
+    "kernel_from_patches",
+    "metric_root",
+    "conv_ntk",
+    "conv_nngp",
+]
 
 
-def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def relu_expectations(
+    s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """He-scaled ReLU moments of a centred Gaussian pair with covariance [[dx, s], [s, dz]].
 
     Returns (2 E[relu(u) relu(v)], 2 E[relu'(u) relu'(v)]): the arc-cosine kernels of
@@ -49,7 +61,9 @@ def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tu
     """
     if not (torch.is_grad_enabled() and (s.requires_grad or dx.requires_grad or dz.requires_grad)):
         return _relu_expectations_nograd(s, dx, dz)
-    norm = torch.sqrt((dx * dz).clamp_min(torch.finfo(s.dtype).tiny))  # clamp first: no infinite gradient at a zero patch
+    norm = torch.sqrt(
+        (dx * dz).clamp_min(torch.finfo(s.dtype).tiny)
+    )  # clamp first: no infinite gradient at a zero patch
     cos = s / norm
     # Values are exact; gradients go through a clamped cosine, so parallel pairs (an image with
     # itself, two flat patches), where the arc-cosine's derivative is infinite, contribute 0
@@ -58,13 +72,18 @@ def relu_expectations(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tu
     c_safe = cos.clamp(-1 + eps, 1 - eps)
     c_val = cos.clamp(-1.0, 1.0)
     theta = torch.arccos(c_safe) + (torch.arccos(c_val) - torch.arccos(c_safe)).detach()
-    sin = torch.sqrt(1 - c_safe * c_safe) + (torch.sqrt(1 - c_val * c_val) - torch.sqrt(1 - c_safe * c_safe)).detach()
+    sin = (
+        torch.sqrt(1 - c_safe * c_safe)
+        + (torch.sqrt(1 - c_val * c_val) - torch.sqrt(1 - c_safe * c_safe)).detach()
+    )
     k1 = norm * (sin + (math.pi - theta) * c_val) / math.pi
     k0 = (math.pi - theta) / math.pi
     return k1, k0
 
 
-def _relu_expectations_nograd(s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _relu_expectations_nograd(
+    s: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Same values as :func:`relu_expectations`, in place where possible (no autograd): fewer memory passes."""
     norm = (dx * dz).clamp_min_(torch.finfo(s.dtype).tiny).sqrt_()  # a zero patch gives 0, not NaN
     cos = (s / norm).clamp_(-1.0, 1.0)
@@ -96,7 +115,9 @@ def _patches(x: torch.Tensor, q: int, m_root: torch.Tensor | None) -> torch.Tens
     return _transform(raw_patches(x, q), m_root)
 
 
-def aligned_patch_products(x: torch.Tensor, z: torch.Tensor, q: int = 3, M: torch.Tensor | None = None) -> torch.Tensor:
+def aligned_patch_products(
+    x: torch.Tensor, z: torch.Tensor, q: int = 3, M: torch.Tensor | None = None
+) -> torch.Tensor:
     """Σ¹ at aligned positions: (x_pᵀ M z_p) / d for every image pair, shape (Nx, Nz, H', W')."""
     _check_images(x, "x")
     _check_images(z, "z")
@@ -110,12 +131,14 @@ def metric_root(M: torch.Tensor | None, d: int, like: torch.Tensor) -> torch.Ten
         return None
     M = torch.as_tensor(M, dtype=like.dtype, device=like.device)
     if M.shape != (d, d):
-        raise ValueError(f"M must be ({d}, {d}) for {like.shape[1]}-channel {int(math.isqrt(d // like.shape[1]))}"
-                         f"×{int(math.isqrt(d // like.shape[1]))} patches, got {tuple(M.shape)}")
-    evals, evecs = torch.linalg.eigh((M + M.T) / 2)
-    if evals.min() < -1e-6 * evals.abs().max().clamp_min(1e-30):
-        raise ValueError("M must be positive semi-definite")
-    return evecs * evals.clamp_min(0).sqrt()
+        raise ValueError(
+            f"M must be ({d}, {d}) for {like.shape[1]}-channel {int(math.isqrt(d // like.shape[1]))}"
+            f"×{int(math.isqrt(d // like.shape[1]))} patches, got {tuple(M.shape)}"
+        )
+    try:
+        return psd_root(M, tol=1e-6)
+    except ValueError:
+        raise ValueError("M must be positive semi-definite") from None
 
 
 def conv_kernels(
@@ -158,7 +181,9 @@ def conv_kernels(
     z = x if z is None else z
     _check_images(z, "z")
     if x.shape[1:] != z.shape[1:]:
-        raise ValueError(f"x and z must have the same channels and size, got {tuple(x.shape[1:])} and {tuple(z.shape[1:])}")
+        raise ValueError(
+            f"x and z must have the same channels and size, got {tuple(x.shape[1:])} and {tuple(z.shape[1:])}"
+        )
     if depth < 1:
         raise ValueError(f"depth must be >= 1, got {depth}")
     h, w = x.shape[2:]
@@ -171,21 +196,23 @@ def conv_kernels(
     root = metric_root(M, x.shape[1] * q * q, x)
     nngp = torch.empty(len(x), len(z), dtype=dtype, device=dev)
     ntk = torch.empty_like(nngp)
-    tz = [_position_major(_patches(z[j:j + block_size], q, root)) for j in range(0, len(z), block_size)]
+    tz = [_position_major(_patches(z[j : j + block_size], q, root)) for j in range(0, len(z), block_size)]
     bar = tqdm(total=len(tz) * -(-len(x) // block_size), desc="conv kernel blocks", disable=not progress)
     with torch.no_grad():
         for i in range(0, len(x), block_size):
-            tx = _position_major(_patches(x[i:i + block_size], q, root))
+            tx = _position_major(_patches(x[i : i + block_size], q, root))
             for j, tzj in zip(range(0, len(z), block_size), tz):
-                nngp[i:i + block_size, j:j + block_size], ntk[i:i + block_size, j:j + block_size] = \
+                nngp[i : i + block_size, j : j + block_size], ntk[i : i + block_size, j : j + block_size] = (
                     _kernel_from_transformed(tx, tzj, q, depth)
+                )
                 bar.update()
     bar.close()
     return nngp, ntk
 
 
-def kernel_from_patches(px: torch.Tensor, pz: torch.Tensor, *, q: int, depth: int,
-                        root: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def kernel_from_patches(
+    px: torch.Tensor, pz: torch.Tensor, *, q: int, depth: int, root: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(NNGP, NTK) between two sets of images given as raw patch maps (N, H', W', d); differentiable.
 
     ``root`` is L with M = L Lᵀ (None: M = I). Used by :func:`conv_kernels` block by block,
@@ -200,7 +227,9 @@ def _position_major(t: torch.Tensor) -> torch.Tensor:
     return t.permute(1, 2, 0, 3).contiguous()
 
 
-def _kernel_from_transformed(tx: torch.Tensor, tz: torch.Tensor, q: int, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _kernel_from_transformed(
+    tx: torch.Tensor, tz: torch.Tensor, q: int, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     # Patches come position-major (H, W, N, d) and maps are laid out (H, W, Nx, Nz): pooling
     # then adds contiguous slabs, and layer 1 is one batched matmul over positions.
     h, w, a, d = tx.shape
@@ -235,15 +264,15 @@ class _BoxMeanFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, t: torch.Tensor, q: int) -> torch.Tensor:  # noqa: D102
+    def forward(ctx, t: torch.Tensor, q: int) -> torch.Tensor:
         ctx.q = q
         return _box_mean(t, q)
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:  # noqa: D102
+    def backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         q = ctx.q
         padded = g.new_zeros(g.shape[0] + 2 * (q - 1), g.shape[1] + 2 * (q - 1), *g.shape[2:])
-        padded[q - 1:q - 1 + g.shape[0], q - 1:q - 1 + g.shape[1]] = g
+        padded[q - 1 : q - 1 + g.shape[0], q - 1 : q - 1 + g.shape[1]] = g
         return _box_mean(padded, q), None
 
 

@@ -69,8 +69,16 @@ class VanillaCNN(nn.Module):
         (the paper uses 5e-3). ``None`` keeps PyTorch's default init.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28, width: int = 64,
-                 depth: int = 4, q: int = 3, init_std: float | None = 5e-3) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        image_size: int = 28,
+        width: int = 64,
+        depth: int = 4,
+        q: int = 3,
+        init_std: float | None = 5e-3,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -95,9 +103,16 @@ class VGGStyle(nn.Module):
     VGG head (Linear-ReLU-Dropout twice, then Linear).
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10,
-                 stages: Sequence[Sequence[int]] = ((32,), (64,), (128, 128)), batch_norm: bool = False,
-                 bias: bool = True, hidden: int | None = None, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        stages: Sequence[Sequence[int]] = ((32,), (64,), (128, 128)),
+        batch_norm: bool = False,
+        bias: bool = True,
+        hidden: int | None = None,
+        dropout: float = 0.5,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
@@ -115,9 +130,14 @@ class VGGStyle(nn.Module):
             self.classifier: nn.Module = nn.Linear(c, num_classes)
         else:
             self.classifier = nn.Sequential(
-                nn.Linear(c, hidden), nn.ReLU(), nn.Dropout(dropout),
-                nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout),
-                nn.Linear(hidden, num_classes))
+                nn.Linear(c, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, hidden),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, num_classes),
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.pool(self.features(x)).flatten(1))
@@ -135,7 +155,9 @@ class BasicBlock(nn.Module):
         self.bn2 = norm(c_out)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=not batch_norm), norm(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=not batch_norm), norm(c_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
@@ -145,11 +167,20 @@ class BasicBlock(nn.Module):
 class ResNetStyle(nn.Module):
     """A small ResNet: a 3×3 stem, stages of :class:`BasicBlock`, global average pool, linear."""
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 64),
-                 blocks_per_stage: int = 1, batch_norm: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        widths: Sequence[int] = (16, 32, 64),
+        blocks_per_stage: int = 1,
+        batch_norm: bool = True,
+    ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
-                                  nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity(), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=not batch_norm),
+            nn.BatchNorm2d(widths[0]) if batch_norm else nn.Identity(),
+            nn.ReLU(),
+        )
         blocks: list[nn.Module] = []
         c = widths[0]
         for i, w in enumerate(widths):
@@ -178,8 +209,9 @@ def vgg11_bn(in_channels: int = 3, num_classes: int = 10, width: float = 1.0) ->
     channel count (``width=0.25`` gives a 16-filter first layer), for CPU-sized runs.
     """
     a, b, c, d = _scaled((64, 128, 256, 512), width)
-    return VGGStyle(in_channels, num_classes, stages=((a,), (b,), (c, c), (d, d), (d, d)), batch_norm=True,
-                    hidden=d)
+    return VGGStyle(
+        in_channels, num_classes, stages=((a,), (b,), (c, c), (d, d), (d, d)), batch_norm=True, hidden=d
+    )
 
 
 def resnet20(in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> ResNetStyle:
@@ -198,12 +230,25 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
     raise ValueError(f"{type(model).__name__} has no Conv2d layer")
 
 
-def build_model(arch: str, in_channels: int, num_classes: int, image_size: int, width: int = 64) -> nn.Module:
+def build_model(
+    arch: str,
+    in_channels: int,
+    num_classes: int,
+    image_size: int,
+    width: int = 64,
+    *,
+    seed: int | None = None,
+) -> nn.Module:
     """One of the book's small CNNs by name: ``vanilla``, ``vgg`` or ``resnet``.
 
+    Why: chapters train the same three shapes; one name-based builder keeps them alike.
+
     ``width`` is the vanilla CNN's channel count; the VGG and ResNet stages scale with it
-    (``width/2, width, 2·width``).
+    (``width/2, width, 2·width``). With ``seed``, torch's global generator is seeded with
+    it first (as ``torch.manual_seed(seed)``), so the same seed gives the same weights.
     """
+    if seed is not None:
+        torch.manual_seed(seed)
     w = int(width)
     if arch == "vanilla":
         return VanillaCNN(in_channels, num_classes, image_size, width=w)
@@ -243,11 +288,13 @@ def imagenet_model(name: str, pretrained: bool, download: bool = True) -> nn.Mod
 
         cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
         if not os.path.exists(cached):
-            raise WeightsUnavailable(f"pretrained {name} weights are not cached at {cached}; download was not allowed. "
-                                     "Fix: run once with internet access (e.g. on Colab), or copy the file there.")
+            raise WeightsUnavailable(
+                f"pretrained {name} weights are not cached at {cached}; download was not allowed. "
+                "Fix: run once with internet access (e.g. on Colab), or copy the file there."
+            )
     try:
         return builder(weights=weights).eval()
-    except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear error
+    except Exception as exc:
         raise WeightsUnavailable(
             f"could not load pretrained {name} weights ({weights}): {type(exc).__name__}: {exc}. "
             f"Fix: run with internet access (torchvision downloads {weights.url} into {torch.hub.get_dir()}), "

@@ -33,17 +33,43 @@ from scipy import integrate
 from torch import nn
 from tqdm.auto import tqdm
 
+from featlearn.linalg import psd_root
+
 __all__ = [
-    "latent_covariance", "gain_normaliser", "nlgp_covariance", "nlgp_kurtosis", "kur_scale", "kur_kurtosis",
-    "Family", "NLGP", "GaussianControl", "Kur", "Ising", "SinglePulse", "Elliptical", "make_family",
-    "two_class_batch", "ipr", "kurtosis", "rf_spectrum", "peak_frequency", "rf_centres", "tiling_gaps",
-    "TwoLayer", "OnlineRun", "train_online", "amplifier", "amplifier_table", "effective_dynamics",
+    "latent_covariance",
+    "gain_normaliser",
+    "nlgp_covariance",
+    "nlgp_kurtosis",
+    "kur_scale",
+    "kur_kurtosis",
+    "Family",
+    "NLGP",
+    "GaussianControl",
+    "Kur",
+    "Ising",
+    "SinglePulse",
+    "Elliptical",
+    "make_family",
+    "two_class_batch",
+    "ipr",
+    "kurtosis",
+    "rf_spectrum",
+    "peak_frequency",
+    "rf_centres",
+    "tiling_gaps",
+    "TwoLayer",
+    "OnlineRun",
+    "train_online",
+    "amplifier",
+    "amplifier_table",
+    "effective_dynamics",
 ]
 
 
 # ---------------------------------------------------------------------------------------
 # Covariances and marginal statistics
 # ---------------------------------------------------------------------------------------
+
 
 def _check_geometry(D: int, xi: float, dim: int) -> None:
     if D < 2:
@@ -61,7 +87,7 @@ def latent_covariance(D: int, xi: float, *, dim: int = 1, periodic: bool = True)
     d = (i[:, None] - i[None, :]).abs()
     if periodic:
         d = torch.minimum(d, D - d)
-    c = torch.exp(-(d ** 2) / xi ** 2)
+    c = torch.exp(-(d**2) / xi**2)
     return torch.kron(c, c) if dim == 2 else c
 
 
@@ -70,7 +96,7 @@ def gain_normaliser(g: torch.Tensor | float) -> torch.Tensor:
     g = torch.as_tensor(g, dtype=torch.float64)
     if (g <= 0).any():
         raise ValueError("gains must be > 0")
-    return torch.sqrt(2 / math.pi * torch.arcsin(2 * g ** 2 / (1 + 2 * g ** 2)))
+    return torch.sqrt(2 / math.pi * torch.arcsin(2 * g**2 / (1 + 2 * g**2)))
 
 
 def nlgp_covariance(c: torch.Tensor, g: float) -> torch.Tensor:
@@ -88,7 +114,7 @@ def nlgp_kurtosis(g: float) -> float:
         raise ValueError(f"gain must be > 0, got {g}")
     from scipy.special import erf
 
-    dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
+    dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
     m4 = 2 * integrate.quad(lambda z: erf(g * z) ** 4 * dens(z), 0, np.inf, limit=200, points=None)[0]
     return m4 / float(gain_normaliser(g)) ** 4
 
@@ -129,15 +155,10 @@ def kur_kurtosis(k: float) -> float:
     return _kur_moment(k, 4) / _kur_moment(k, 2) ** 2
 
 
-def _sqrt_psd(c: torch.Tensor) -> torch.Tensor:
-    """A square root L with L Lᵀ = C for a symmetric PSD C (eigenvalues clipped at 0)."""
-    evals, evecs = torch.linalg.eigh(c)
-    return evecs * evals.clamp_min(0).sqrt()
-
-
 # ---------------------------------------------------------------------------------------
 # Data families
 # ---------------------------------------------------------------------------------------
+
 
 @dataclass
 class Family:
@@ -161,7 +182,7 @@ class Family:
 
     @property
     def pixels(self) -> int:
-        return self.D ** self.dim
+        return self.D**self.dim
 
     @property
     def B(self) -> int:
@@ -171,7 +192,7 @@ class Family:
         """Cached square root of the 1D (per-axis) latent covariance at correlation length ξ."""
         key = ("axis", float(xi))
         if key not in self._roots:
-            self._roots[key] = _sqrt_psd(latent_covariance(self.D, xi, periodic=self.periodic))
+            self._roots[key] = psd_root(latent_covariance(self.D, xi, periodic=self.periodic))
         return self._roots[key]
 
     def root(self, xi: float) -> torch.Tensor:
@@ -233,7 +254,7 @@ class GaussianControl(_GainFamily):
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         key = ("control", float(xi))
         if key not in self._roots:
-            self._roots[key] = torch.stack([_sqrt_psd(c) for c in self.covariance(xi)])
+            self._roots[key] = torch.stack([psd_root(c) for c in self.covariance(xi)])
         w = torch.randn(self.B, n, self.pixels, generator=generator, dtype=torch.float64)
         return w @ self._roots[key].transpose(1, 2)
 
@@ -293,7 +314,9 @@ class Ising(Family):
             w_plus = (1 + t * prev) * (1 + t_close * first)
             w_minus = (1 - t * prev) * (1 - t_close * first)
             p = w_plus / (w_plus + w_minus)
-            s[..., i] = torch.where(torch.rand(self.B, n, generator=generator, dtype=torch.float64) < p, 1.0, -1.0)
+            s[..., i] = torch.where(
+                torch.rand(self.B, n, generator=generator, dtype=torch.float64) < p, 1.0, -1.0
+            )
         return s
 
     def kurtosis(self) -> torch.Tensor:
@@ -340,13 +363,18 @@ class Elliptical(Family):
 
 
 _FAMILIES: dict[str, type[Family]] = {
-    "nlgp": NLGP, "gaussian": GaussianControl, "kur": Kur, "ising": Ising, "pulse": SinglePulse,
+    "nlgp": NLGP,
+    "gaussian": GaussianControl,
+    "kur": Kur,
+    "ising": Ising,
+    "pulse": SinglePulse,
     "elliptical": Elliptical,
 }
 
 
-def make_family(name: str, params: Sequence[float] | torch.Tensor, *, D: int, dim: int = 1,
-                periodic: bool = True) -> Family:
+def make_family(
+    name: str, params: Sequence[float] | torch.Tensor, *, D: int, dim: int = 1, periodic: bool = True
+) -> Family:
     """A family by name: ``nlgp`` (gains), ``gaussian`` (gains matched), ``kur`` (k), ``ising``,
     ``pulse``, ``elliptical`` (params only count the members)."""
     if name not in _FAMILIES:
@@ -354,8 +382,9 @@ def make_family(name: str, params: Sequence[float] | torch.Tensor, *, D: int, di
     return _FAMILIES[name](torch.as_tensor(params, dtype=torch.float64), D=D, dim=dim, periodic=periodic)
 
 
-def two_class_batch(family: Family, xis: tuple[float, float], n: int,
-                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def two_class_batch(
+    family: Family, xis: tuple[float, float], n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """n fresh examples per network: the first n − n//2 from ξ₀ (label 0), the rest from ξ₁ (label 1).
 
     Returns x (B, n, pixels) float64 and y (n,) in {0, 1}, shared by the networks. Not
@@ -372,6 +401,7 @@ def two_class_batch(family: Family, xis: tuple[float, float], n: int,
 # ---------------------------------------------------------------------------------------
 # Measures
 # ---------------------------------------------------------------------------------------
+
 
 def ipr(w: torch.Tensor) -> torch.Tensor:
     """Inverse participation ratio Σ w_i⁴ / (Σ w_i²)² over the last dim: 1/D (spread) to 1 (one pixel)."""
@@ -448,9 +478,19 @@ class TwoLayer(nn.Module):
         Random source for the init.
     """
 
-    def __init__(self, B: int, K: int, pixels: int, *, activation: str = "erf", convention: str = "ig",
-                 train_readout: bool = False, bias: bool = True, init_std: float = 0.1,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        B: int,
+        K: int,
+        pixels: int,
+        *,
+        activation: str = "erf",
+        convention: str = "ig",
+        train_readout: bool = False,
+        bias: bool = True,
+        init_std: float = 0.1,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(_ACTIVATIONS)}, got {activation!r}")
@@ -482,9 +522,20 @@ class OnlineRun:
     losses: list[float]
 
 
-def train_online(model: TwoLayer, family: Family, xis: tuple[float, float], *, steps: int, batch: int,
-                 lr: float, bias_lr: float | None = None, record: Sequence[int] = (), seed: int = 0,
-                 progress: bool = True, desc: str = "online SGD") -> OnlineRun:
+def train_online(
+    model: TwoLayer,
+    family: Family,
+    xis: tuple[float, float],
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    bias_lr: float | None = None,
+    record: Sequence[int] = (),
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "online SGD",
+) -> OnlineRun:
     """Online SGD on fresh two-class batches, all B networks in one batched computation.
 
     The loss of each network is the batch mean of ½(f(x) − y)²; the losses are summed over
@@ -525,6 +576,7 @@ def train_online(model: TwoLayer, family: Family, xis: tuple[float, float], *, s
 # Theory (Lufkin, Saxe & Grant)
 # ---------------------------------------------------------------------------------------
 
+
 def amplifier(marginal: torch.Tensor, a: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
     """φ(a) = E_x[x · erf(a x / √(2(1 − a²)))] by Monte Carlo over samples of the pixel marginal.
 
@@ -537,7 +589,7 @@ def amplifier(marginal: torch.Tensor, a: torch.Tensor | float) -> tuple[torch.Te
         raise ValueError("need |a| < 1")
     shape = a.shape
     a = a.reshape(-1, 1)
-    vals = x * torch.erf(a * x / torch.sqrt(2 * (1 - a ** 2)))
+    vals = x * torch.erf(a * x / torch.sqrt(2 * (1 - a**2)))
     return vals.mean(1).reshape(shape), (vals.std(1) / math.sqrt(x.numel())).reshape(shape)
 
 
@@ -547,7 +599,7 @@ def amplifier_table(marginal: torch.Tensor, n_grid: int = 401) -> Callable[[torc
     Linear interpolation between grid points; φ is odd, so the table is built on a ≥ 0.
     """
     grid = torch.linspace(0, 1 - 1e-6, n_grid, dtype=torch.float64)
-    phi = torch.cat([amplifier(marginal, grid[i:i + 32])[0] for i in range(0, n_grid, 32)])
+    phi = torch.cat([amplifier(marginal, grid[i : i + 32])[0] for i in range(0, n_grid, 32)])
 
     def fn(a: torch.Tensor) -> torch.Tensor:
         a = torch.as_tensor(a, dtype=torch.float64)
@@ -560,9 +612,16 @@ def amplifier_table(marginal: torch.Tensor, n_grid: int = 401) -> Callable[[torc
     return fn
 
 
-def effective_dynamics(w0: torch.Tensor, sigma0: torch.Tensor, sigma1: torch.Tensor,
-                       phi: Callable[[torch.Tensor], torch.Tensor], *, tau: float, steps: int,
-                       record: Sequence[int] = ()) -> list[torch.Tensor]:
+def effective_dynamics(
+    w0: torch.Tensor,
+    sigma0: torch.Tensor,
+    sigma1: torch.Tensor,
+    phi: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    tau: float,
+    steps: int,
+    record: Sequence[int] = (),
+) -> list[torch.Tensor]:
     """Integrate w ← w + τ[φ(Σ₁w / √(wᵀΣ₁w)) − (Σ₀ + Σ₁)w], the single-neuron dynamics.
 
     Derived for a ReLU neuron f = (wᵀx)₊ without bias, trained on the balanced mean of

@@ -12,8 +12,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["filter_grid", "show_filters", "show_filtered", "plot_layer_correlations", "plot_energy_profiles",
-           "plot_spectra"]
+__all__ = [
+    "filter_grid",
+    "show_filters",
+    "show_filtered",
+    "plot_layer_correlations",
+    "plot_energy_profiles",
+    "plot_spectra",
+]
 
 
 def filter_grid(vectors: torch.Tensor, c_in: int, q: int) -> np.ndarray:
@@ -34,8 +40,14 @@ def filter_grid(vectors: torch.Tensor, c_in: int, q: int) -> np.ndarray:
     return np.stack(out)
 
 
-def show_filters(rows: dict[str, torch.Tensor], c_in: int, q: int, *, title: str | None = None,
-                 col_label: str = "eigenvector") -> plt.Figure:
+def show_filters(
+    rows: dict[str, torch.Tensor],
+    c_in: int,
+    q: int,
+    *,
+    title: str | None = None,
+    col_label: str = "eigenvector",
+) -> plt.Figure:
     """A grid of filters: one row per entry of ``rows`` (label → (k, c_in·q·q) tensor)."""
     k = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), k, figsize=(1.1 * k + 1.2, 1.2 * len(rows) + 0.4), squeeze=False)
@@ -46,7 +58,9 @@ def show_filters(rows: dict[str, torch.Tensor], c_in: int, q: int, *, title: str
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(grid):
-                ax.imshow(grid[c], cmap=None if c_in == 3 else "RdBu_r", vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(
+                    grid[c], cmap=None if c_in == 3 else "RdBu_r", vmin=0, vmax=1, interpolation="nearest"
+                )
             else:
                 ax.axis("off")
             if r == len(rows) - 1:
@@ -58,8 +72,14 @@ def show_filters(rows: dict[str, torch.Tensor], c_in: int, q: int, *, title: str
     return fig
 
 
-def show_filtered(images: torch.Tensor, filters: torch.Tensor, c_in: int, q: int, *,
-                  filter_labels: Sequence[str] | None = None) -> plt.Figure:
+def show_filtered(
+    images: torch.Tensor,
+    filters: torch.Tensor,
+    c_in: int,
+    q: int,
+    *,
+    filter_labels: Sequence[str] | None = None,
+) -> plt.Figure:
     """Images (n, c_in, H, W) in the first column, then each image convolved with each filter."""
     imgs = images.detach().cpu().float()
     w = filters.detach().cpu().float().reshape(-1, c_in, q, q)
@@ -84,8 +104,16 @@ def show_filtered(images: torch.Tensor, filters: torch.Tensor, c_in: int, q: int
     return fig
 
 
-def plot_layer_correlations(frame, *, panel: str, series: str, value: str = "correlation",
-                            layer: str = "layer", title: str | None = None, ylim: tuple[float, float] = (-0.1, 1.02)) -> plt.Figure:
+def plot_layer_correlations(
+    frame,
+    *,
+    panel: str,
+    series: str,
+    value: str = "correlation",
+    layer: str = "layer",
+    title: str | None = None,
+    ylim: tuple[float, float] = (-0.1, 1.02),
+) -> plt.Figure:
     """One panel per ``panel`` value: correlation against layer, one line per ``series`` value.
 
     ``frame`` is a pandas DataFrame in long form.
@@ -96,8 +124,18 @@ def plot_layer_correlations(frame, *, panel: str, series: str, value: str = "cor
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], panels):
         sub = frame[frame[panel] == p]
-        sns.lineplot(data=sub, x=layer, y=value, hue=series, style=series, markers=True, dashes=False, ax=ax,
-                     legend=ax is axes[0, -1], sort=False)
+        sns.lineplot(
+            data=sub,
+            x=layer,
+            y=value,
+            hue=series,
+            style=series,
+            markers=True,
+            dashes=False,
+            ax=ax,
+            legend=ax is axes[0, -1],
+            sort=False,
+        )
         ax.set_title(str(p))
         ax.set_xlabel("conv layer (input to output)")
         ax.set_ylabel("Pearson correlation")
@@ -112,8 +150,13 @@ def plot_layer_correlations(frame, *, panel: str, series: str, value: str = "cor
     return fig
 
 
-def plot_energy_profiles(profiles: dict[str, torch.Tensor], *, theory: dict[str, torch.Tensor] | None = None,
-                         ax: plt.Axes | None = None, title: str | None = None) -> plt.Axes:
+def plot_energy_profiles(
+    profiles: dict[str, torch.Tensor],
+    *,
+    theory: dict[str, torch.Tensor] | None = None,
+    ax: plt.Axes | None = None,
+    title: str | None = None,
+) -> plt.Axes:
     """Energy profiles over principal components: measured ones as markers, theory as lines.
 
     ``profiles`` and ``theory`` map a legend label to a max-normalised profile (one value
@@ -128,13 +171,21 @@ def plot_energy_profiles(profiles: dict[str, torch.Tensor], *, theory: dict[str,
     colours = []
     for i, (label, e) in enumerate(profiles.items()):
         e = torch.as_tensor(e).detach().cpu().double()
-        line, = ax.plot(np.arange(1, len(e) + 1), e.numpy(), marker=markers[i % len(markers)], ls=":", ms=5,
-                        label=label)
+        (line,) = ax.plot(
+            np.arange(1, len(e) + 1), e.numpy(), marker=markers[i % len(markers)], ls=":", ms=5, label=label
+        )
         colours.append(line.get_color())
     for i, (label, e) in enumerate(theory.items()):
         e = torch.as_tensor(e).detach().cpu().double()
-        ax.plot(np.arange(1, len(e) + 1), e.numpy(), ls="-", lw=1.5, alpha=0.8, label=label,
-                color=colours[i] if paired else None)
+        ax.plot(
+            np.arange(1, len(e) + 1),
+            e.numpy(),
+            ls="-",
+            lw=1.5,
+            alpha=0.8,
+            label=label,
+            color=colours[i] if paired else None,
+        )
     ax.set_xlabel("principal component of the patches (decreasing variance)")
     ax.set_ylabel("energy (max-normalised)")
     ax.set_ylim(0, 1.08)

@@ -15,10 +15,19 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from . import kernels
+from featlearn import kernels
+from featlearn._validation import check_is_fitted
+from featlearn.linalg import matrix_power_psd
 
-__all__ = ["predictor_patch_agop", "ConvRFM", "DeepConvRFM", "RFMStep", "validation_split", "matrix_power",
-           "top_filters", "dc_free_fraction"]
+__all__ = [
+    "predictor_patch_agop",
+    "ConvRFM",
+    "DeepConvRFM",
+    "RFMStep",
+    "validation_split",
+    "top_filters",
+    "dc_free_fraction",
+]
 
 
 def predictor_patch_agop(
@@ -47,11 +56,13 @@ def predictor_patch_agop(
     eye = torch.eye(n_out, dtype=x.dtype, device=x.device)
     g_total = torch.zeros(d, d, dtype=x.dtype, device=x.device)
     for i in range(0, len(x), block_size):
-        p = kernels.raw_patches(x[i:i + block_size], q).detach().requires_grad_(True)
+        p = kernels.raw_patches(x[i : i + block_size], q).detach().requires_grad_(True)
         grads = torch.zeros(n_out, *p.shape, dtype=x.dtype, device=x.device)
         for j in range(0, len(x_train), block_size):
-            pz = kernels.raw_patches(x_train[j:j + block_size], q)
-            out = kernels.kernel_from_patches(p, pz, q=q, depth=depth, root=root)[1] @ alpha[j:j + block_size]
+            pz = kernels.raw_patches(x_train[j : j + block_size], q)
+            out = (
+                kernels.kernel_from_patches(p, pz, q=q, depth=depth, root=root)[1] @ alpha[j : j + block_size]
+            )
             cot = eye[:, None, :].expand(n_out, len(p), n_out)  # one cotangent per output
             grads += torch.autograd.grad(out, p, cot, is_grads_batched=True)[0]
         g = grads.reshape(-1, d)
@@ -99,11 +110,21 @@ class ConvRFM:
         The random split, progress bars.
     """
 
-    def __init__(self, q: int = 3, depth: int = 3, iterations: int = 5,
-                 regs: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1), power: float = 1.0,
-                 n_agop: int | None = 20, val_fraction: float = 0.2, block_size: int = 64,
-                 device: str | torch.device | None = None, dtype: torch.dtype = torch.float32,
-                 seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        q: int = 3,
+        depth: int = 3,
+        iterations: int = 5,
+        regs: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+        power: float = 1.0,
+        n_agop: int | None = 20,
+        val_fraction: float = 0.2,
+        block_size: int = 64,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         self.q, self.depth, self.iterations, self.regs, self.power = q, depth, iterations, tuple(regs), power
         self.n_agop, self.val_fraction, self.block_size = n_agop, val_fraction, block_size
         self.device, self.dtype, self.seed, self.progress = device, dtype, seed, progress
@@ -126,13 +147,23 @@ class ConvRFM:
         if not isinstance(X, torch.Tensor) or X.ndim != 4:
             raise ValueError(f"{name} must be a 4-D tensor (N, C, H, W), got {getattr(X, 'shape', type(X))}")
         if y is not None and (not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(X)):
-            raise ValueError(f"labels for {name} must be a 1-D tensor of {len(X)} integers, "
-                             f"got {getattr(y, 'shape', type(y))}")
+            raise ValueError(
+                f"labels for {name} must be a 1-D tensor of {len(X)} integers, "
+                f"got {getattr(y, 'shape', type(y))}"
+            )
 
     # -- fitting --------------------------------------------------------------------------
     def _kernel(self, a: torch.Tensor, b: torch.Tensor | None, M: torch.Tensor | None) -> torch.Tensor:
-        k = kernels.conv_ntk(a, b, q=self.q, depth=self.depth, M=M, block_size=self.block_size,
-                             device=self.device_, dtype=self.dtype)
+        k = kernels.conv_ntk(
+            a,
+            b,
+            q=self.q,
+            depth=self.depth,
+            M=M,
+            block_size=self.block_size,
+            device=self.device_,
+            dtype=self.dtype,
+        )
         return k.to(torch.float64)
 
     @staticmethod
@@ -142,9 +173,14 @@ class ConvRFM:
         chol = torch.linalg.cholesky(k + (reg + 1e-10) * scale * eye)
         return torch.cholesky_solve(y1, chol)
 
-    def fit(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
-            y_val: torch.Tensor | None = None,
-            monitor: tuple[torch.Tensor, torch.Tensor] | None = None) -> ConvRFM:
+    def fit(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        X_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None,
+        monitor: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> ConvRFM:
         """Fit on (X, y); λ and the iteration are chosen on (X_val, y_val) or a held-out split.
 
         ``monitor`` = (X_test, y_test) records each iteration's accuracy on that set in
@@ -158,6 +194,8 @@ class ConvRFM:
         if X_val is None:
             X, y, X_val, y_val = validation_split(X, y, self.val_fraction, self.seed)
         else:
+            if y_val is None:
+                raise ValueError("X_val was given without y_val; pass both or neither")
             self._check_xy(X_val, y_val, "X_val")
             X_val, y_val = X_val.to(self.device_, torch.float64), y_val.to(self.device_).long()
         if monitor is not None:
@@ -172,7 +210,8 @@ class ConvRFM:
         d = X.shape[1] * self.q * self.q
         M = torch.eye(d, dtype=torch.float64, device=self.device_)
         self.history_: list[RFMStep] = []
-        best = (-1.0, 0, None, None, None)  # (val acc, iteration, M, alpha, reg)
+        # (val acc, iteration, M, alpha, reg) of the best fit so far
+        best: tuple[float, int, torch.Tensor, torch.Tensor, float] | None = None
         n_agop = len(X) if self.n_agop is None else min(self.n_agop, len(X))
         for it in tqdm(range(self.iterations + 1), desc="ConvRFM iterations", disable=not self.progress):
             k_train = self._kernel(X, None, M)
@@ -183,23 +222,32 @@ class ConvRFM:
                 accs[reg] = _accuracy(k_val @ alphas[reg], y_val)
             reg = max(self.regs, key=lambda r: accs[r])
             mon = None if monitor is None else _accuracy(self._kernel(X_mon, X, M) @ alphas[reg], y_mon)
-            self.history_.append(RFMStep(it, M.detach().cpu(), accs, _accuracy(k_train @ alphas[reg], y), reg, mon))
-            if accs[reg] > best[0]:
+            self.history_.append(
+                RFMStep(it, M.detach().cpu(), accs, _accuracy(k_train @ alphas[reg], y), reg, mon)
+            )
+            if best is None or accs[reg] > best[0]:
                 best = (accs[reg], it, M.clone(), alphas[reg], reg)
             if it == self.iterations:
                 break
-            g = predictor_patch_agop(X[:n_agop].to(self.dtype), X.to(self.dtype), alphas[reg].to(self.dtype),
-                                     q=self.q, depth=self.depth, M=M, block_size=self.block_size).double()
-            M = matrix_power(g, self.power)
+            g = predictor_patch_agop(
+                X[:n_agop].to(self.dtype),
+                X.to(self.dtype),
+                alphas[reg].to(self.dtype),
+                q=self.q,
+                depth=self.depth,
+                M=M,
+                block_size=self.block_size,
+            ).double()
+            M = matrix_power_psd(g, self.power)
             M = M * d / M.trace().clamp_min(1e-30)
+        assert best is not None  # iteration 0 always sets it
         self.best_val_accuracy_, self.best_iteration_, self.M_, self.alpha_, self.reg_ = best
         self.X_train_ = X
         return self
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         """Class predictions (N,) with the metric and λ chosen on validation."""
-        if not hasattr(self, "alpha_"):
-            raise RuntimeError("call fit() before predict()")
+        check_is_fitted(self, "alpha_")
         self._check_xy(X)
         if X.shape[1:] != self.X_train_.shape[1:]:
             raise ValueError(f"images must be {tuple(self.X_train_.shape[1:])}, got {tuple(X.shape[1:])}")
@@ -214,8 +262,7 @@ class ConvRFM:
     @property
     def learned_metric_(self) -> torch.Tensor:
         """The chosen iteration's M; if validation chose the fixed kernel (M = I), the last learned M."""
-        if not hasattr(self, "M_"):
-            raise RuntimeError("call fit() before reading learned_metric_")
+        check_is_fitted(self, "M_")
         return self.M_.cpu() if self.best_iteration_ > 0 else self.history_[-1].M
 
 
@@ -235,14 +282,49 @@ class DeepConvRFM:
         How many layers to fit (at most ``depth``).
     n_filters
         Random filters per featurisation (64 in the paper).
-    **rfm_kwargs
-        Passed to every layer's :class:`ConvRFM` (q, iterations, regs, power, n_agop, ...).
+    q, iterations, regs, power, n_agop, val_fraction, block_size, device, dtype, seed, progress
+        As in :class:`ConvRFM`, for every layer's machine.
     """
 
-    def __init__(self, depth: int = 3, layers: int | None = None, n_filters: int = 64, seed: int = 0,
-                 **rfm_kwargs) -> None:
-        self.depth, self.layers, self.n_filters, self.seed = depth, layers, n_filters, seed
-        self.rfm_kwargs = rfm_kwargs
+    def __init__(
+        self,
+        depth: int = 3,
+        layers: int | None = None,
+        n_filters: int = 64,
+        *,
+        q: int = 3,
+        iterations: int = 5,
+        regs: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1),
+        power: float = 1.0,
+        n_agop: int | None = 20,
+        val_fraction: float = 0.2,
+        block_size: int = 64,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.depth, self.layers, self.n_filters = depth, layers, n_filters
+        self.q, self.iterations, self.regs, self.power = q, iterations, tuple(regs), power
+        self.n_agop, self.val_fraction, self.block_size = n_agop, val_fraction, block_size
+        self.device, self.dtype, self.seed, self.progress = device, dtype, seed, progress
+
+    def _layer_machine(self, depth: int) -> ConvRFM:
+        """The ConvRFM of one layer: this model's settings at NTK depth ``depth``."""
+        return ConvRFM(
+            q=self.q,
+            depth=depth,
+            iterations=self.iterations,
+            regs=self.regs,
+            power=self.power,
+            n_agop=self.n_agop,
+            val_fraction=self.val_fraction,
+            block_size=self.block_size,
+            device=self.device,
+            dtype=self.dtype,
+            seed=self.seed,
+            progress=self.progress,
+        )
 
     @staticmethod
     def _conv(X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -253,10 +335,15 @@ class DeepConvRFM:
             X = self._conv(X, w)
         return X
 
-    def fit(self, X: torch.Tensor, y: torch.Tensor, X_val: torch.Tensor | None = None,
-            y_val: torch.Tensor | None = None,
-            monitor: tuple[torch.Tensor, torch.Tensor] | None = None,
-            first_layer: ConvRFM | None = None) -> DeepConvRFM:
+    def fit(
+        self,
+        X: torch.Tensor,
+        y: torch.Tensor,
+        X_val: torch.Tensor | None = None,
+        y_val: torch.Tensor | None = None,
+        monitor: tuple[torch.Tensor, torch.Tensor] | None = None,
+        first_layer: ConvRFM | None = None,
+    ) -> DeepConvRFM:
         """Fit layer by layer; every layer chooses λ and its iteration on the same validation split.
 
         ``first_layer``: a :class:`ConvRFM` of NTK depth ``depth`` already fitted on exactly
@@ -265,32 +352,42 @@ class DeepConvRFM:
         layers = self.depth if self.layers is None else self.layers
         if first_layer is not None:
             if not hasattr(first_layer, "alpha_") or first_layer.depth != self.depth or X_val is None:
-                raise ValueError("first_layer must be a fitted ConvRFM of depth "
-                                 f"{self.depth}, and X_val must be given (the split it was fitted with)")
+                raise ValueError(
+                    "first_layer must be a fitted ConvRFM of depth "
+                    f"{self.depth}, and X_val must be given (the split it was fitted with)"
+                )
             if first_layer.X_train_.shape != X.shape:
-                raise ValueError(f"first_layer was fitted on {tuple(first_layer.X_train_.shape)} images, "
-                                 f"not on X {tuple(X.shape)}")
+                raise ValueError(
+                    f"first_layer was fitted on {tuple(first_layer.X_train_.shape)} images, "
+                    f"not on X {tuple(X.shape)}"
+                )
         if not 1 <= layers <= self.depth:
             raise ValueError(f"layers must be between 1 and depth={self.depth}, got {layers}")
         if self.n_filters < 1:
             raise ValueError(f"n_filters must be >= 1, got {self.n_filters}")
         ConvRFM._check_xy(X, y)
         if X_val is None:
-            X, y, X_val, y_val = validation_split(X, y, self.rfm_kwargs.get("val_fraction", 0.2), self.seed)
+            X, y, X_val, y_val = validation_split(X, y, self.val_fraction, self.seed)
         gen = torch.Generator().manual_seed(self.seed)
         self.filters_: list[torch.Tensor] = []
         self.models_: list[ConvRFM] = []
         x_mon = None if monitor is None else monitor[0]  # featurised along with X and X_val, layer by layer
-        for layer in tqdm(range(layers), desc="Deep ConvRFM layers", disable=not self.rfm_kwargs.get("progress", True)):
+        for layer in tqdm(range(layers), desc="Deep ConvRFM layers", disable=not self.progress):
             if layer == 0 and first_layer is not None:
                 model = first_layer
             else:
-                model = ConvRFM(depth=self.depth - layer, seed=self.seed, **self.rfm_kwargs)
-                model.fit(X, y, X_val, y_val, monitor=None if monitor is None else (x_mon, monitor[1]))
+                model = self._layer_machine(self.depth - layer)
+                model.fit(
+                    X,
+                    y,
+                    X_val,
+                    y_val,
+                    monitor=None if monitor is None or x_mon is None else (x_mon, monitor[1]),
+                )
             self.models_.append(model)
             if layer < layers - 1:
                 c, q = X.shape[1], model.q
-                root = matrix_power(model.M_, 0.5).cpu()
+                root = matrix_power_psd(model.M_, 0.5).cpu()
                 g = torch.randn(self.n_filters, c * q * q, generator=gen, dtype=torch.float64)
                 w = (g @ root).reshape(self.n_filters, c, q, q).to(model.device_)
                 self.filters_.append(w)
@@ -301,34 +398,28 @@ class DeepConvRFM:
     @property
     def layer_val_accuracy_(self) -> list[float]:
         """Best validation accuracy of each layer's ConvRFM."""
+        check_is_fitted(self, "models_")
         return [m.best_val_accuracy_ for m in self.models_]
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         """Class predictions of the last layer's machine."""
-        if not hasattr(self, "models_"):
-            raise RuntimeError("call fit() before predict()")
+        check_is_fitted(self, "models_")
         return self.models_[-1].predict(self._featurise(X))
 
     def score(self, X: torch.Tensor, y: torch.Tensor, layer: int = -1) -> float:
         """Accuracy on (X, y) of the machine of ``layer`` (default: the last)."""
-        if not hasattr(self, "models_"):
-            raise RuntimeError("call fit() before score()")
+        check_is_fitted(self, "models_")
         layer = range(len(self.models_))[layer]
         return self.models_[layer].score(self._featurise(X, layer), y)
 
 
-def validation_split(X: torch.Tensor, y: torch.Tensor, fraction: float,
-                     seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def validation_split(
+    X: torch.Tensor, y: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(X_train, y_train, X_val, y_val): a random ``fraction`` of (X, y) held out, seeded."""
     perm = torch.randperm(len(X), generator=torch.Generator().manual_seed(seed)).to(X.device)
     n_val = max(1, int(round(fraction * len(X))))
     return X[perm[n_val:]], y[perm[n_val:]], X[perm[:n_val]], y[perm[:n_val]]
-
-
-def matrix_power(m: torch.Tensor, power: float) -> torch.Tensor:
-    """Symmetric PSD power of a symmetric matrix (negative eigenvalues clipped to 0)."""
-    evals, evecs = torch.linalg.eigh((m + m.T) / 2)
-    return (evecs * evals.clamp_min(0).pow(power)) @ evecs.T
 
 
 def top_filters(M: torch.Tensor, k: int, channels: int, q: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,7 +30,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.T
     dev = next(model.parameters()).device
     was = model.training
     model.eval()
-    out = torch.cat([model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
+    out = torch.cat([model(x[i : i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)])
     model.train(was)
     return out
 
@@ -102,7 +102,7 @@ def train_classifier(
         order = torch.randperm(len(x), generator=g)
         total = 0.0
         for i in range(0, len(x), batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             xb, yb = x[idx].to(dev), y[idx].to(dev)
             out = model(xb)
             if loss == "ce":
@@ -122,6 +122,9 @@ def train_classifier(
             model.eval()
             on_epoch_end(epoch + 1, model)
             model.train()
-        bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", **({"test_acc": f"{hist.test_accuracy[-1]:.3f}"} if hist.test_accuracy else {}))
+        bar.set_postfix(
+            loss=f"{hist.loss[-1]:.3f}",
+            **({"test_acc": f"{hist.test_accuracy[-1]:.3f}"} if hist.test_accuracy else {}),
+        )
     model.eval()
     return hist

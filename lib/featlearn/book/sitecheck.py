@@ -15,25 +15,34 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from featlearn.runner import Book
+from featlearn.book.runner import Book
 
 __all__ = ["PageReport", "check_site", "chromium_path", "CHROMIUM_ARGS"]
 
 #: Flags for Chromium on a machine without a GPU, a sandbox or outside network.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
-_ERROR_SELECTORS = ".output.traceback, .output.error, .output.stderr, div.highlight-ipythontb, .system-message"
+_ERROR_SELECTORS = (
+    ".output.traceback, .output.error, .output.stderr, div.highlight-ipythontb, .system-message"
+)
 _PAGE_JS = """() => ({
   title: document.title,
   images: Array.from(document.querySelectorAll('article img, main img')).map(i => ({
       src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0})),
-  errors: Array.from(document.querySelectorAll('%s')).map(e => e.innerText.slice(0, 200)),
+  errors: Array.from(document.querySelectorAll('__ERRORS__')).map(e => e.innerText.slice(0, 200)),
   traceback: document.body.innerText.includes('Traceback (most recent call last)'),
-})""" % _ERROR_SELECTORS
+})""".replace("__ERRORS__", _ERROR_SELECTORS)
 
 
 def chromium_path() -> str:
@@ -118,20 +127,24 @@ def check_site(root: str | Path = ".", screenshots: str | Path | None = None) ->
     return reports
 
 
-def _check_scorecard(tab: object, claims: list[dict] | None) -> list[str]:
+def _check_scorecard(tab: Any, claims: list[dict] | None) -> list[str]:
     if claims is None:
         return ["_build/claims.json is missing"]
     rows = tab.evaluate("""() => Array.from(document.querySelectorAll('table tbody tr')).map(
         r => Array.from(r.querySelectorAll('td')).map(td => td.innerText.trim()))""")
     shown = sorted(r[1] for r in rows if len(r) > 1)
-    problems = [f"claim {c['chapter']}/{c['id']} is not in the scorecard table" for c in claims if c["id"] not in shown]
+    problems = [
+        f"claim {c['chapter']}/{c['id']} is not in the scorecard table"
+        for c in claims
+        if c["id"] not in shown
+    ]
     if shown != sorted(c["id"] for c in claims):
         problems.append(f"the scorecard table lists {len(shown)} claims, claims.json has {len(claims)}")
     return problems
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m featlearn.sitecheck [ROOT] [--screenshots DIR]``: exit 1 on any problem."""
+    """``python -m featlearn.book.sitecheck [ROOT] [--screenshots DIR]``: exit 1 on any problem."""
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])

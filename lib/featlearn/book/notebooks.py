@@ -81,8 +81,7 @@ class Parameter:
             if t is not type(None) and isinstance(value, t):
                 return value
         raise ParameterError(
-            f"{where}: parameter {self.name!r} expects {self.type_name}, "
-            f"got {type(value).__name__} {value!r}"
+            f"{where}: parameter {self.name!r} expects {self.type_name}, got {type(value).__name__} {value!r}"
         )
 
 
@@ -120,7 +119,10 @@ class Chapter:
                 f"valid profiles: {', '.join(sorted(self.profiles))}"
             )
         values = {k: p.default for k, p in self.parameters.items()}
-        for source, items in ((f"profile {profile!r}", self.profiles[profile]), ("override", overrides or {})):
+        for source, items in (
+            (f"profile {profile!r}", self.profiles[profile]),
+            ("override", overrides or {}),
+        ):
             for key, val in items.items():
                 if key not in self.parameters:
                     raise ParameterError(
@@ -137,7 +139,9 @@ def _annotation_types(node: ast.expr | None, default: Any) -> tuple[type, ...]:
     if node is None:
         t = type(default)
         if t is type(None):
-            raise ParameterError("a parameter whose default is None needs an annotation, e.g. `x: int | None = None`")
+            raise ParameterError(
+                "a parameter whose default is None needs an annotation, e.g. `x: int | None = None`"
+            )
         return (float, int) if t is float else (t,)
     if isinstance(node, ast.Constant) and node.value is None:
         return (type(None),)
@@ -146,7 +150,9 @@ def _annotation_types(node: ast.expr | None, default: Any) -> tuple[type, ...]:
         return (float, int) if t is float else (t,)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         return _annotation_types(node.left, default) + _annotation_types(node.right, default)
-    raise ParameterError(f"unsupported parameter annotation {ast.unparse(node)!r}; use int, float, str, bool, list, dict or `T | None`")
+    raise ParameterError(
+        f"unsupported parameter annotation {ast.unparse(node)!r}; use int, float, str, bool, list, dict or `T | None`"
+    )
 
 
 def parse_parameters(source: str) -> dict[str, Parameter]:
@@ -175,7 +181,9 @@ def parse_parameters(source: str) -> dict[str, Parameter]:
         try:
             default = ast.literal_eval(value_node)
         except ValueError as exc:
-            raise ParameterError(f"parameter {name!r}: default must be a literal, got {ast.unparse(value_node)!r}") from exc
+            raise ParameterError(
+                f"parameter {name!r}: default must be a literal, got {ast.unparse(value_node)!r}"
+            ) from exc
         types = _annotation_types(ann, default)
         p = Parameter(name, default, types)
         p.check(default, "parameters cell")
@@ -250,9 +258,11 @@ def read_chapter(path: str | Path) -> Chapter:
         raise ParameterError(f"chapter {name!r} ({path}): the first code cell must be tagged `parameters`")
     params = parse_parameters(code[0].source)
     if "profile" not in params:
-        raise ParameterError(f"chapter {name!r}: the parameters cell must define `profile = \"fast\"`")
+        raise ParameterError(f'chapter {name!r}: the parameters cell must define `profile = "fast"`')
     if params["profile"].default != "fast":
-        raise ParameterError(f"chapter {name!r}: the parameters cell holds the fast profile, so `profile` must default to 'fast'")
+        raise ParameterError(
+            f"chapter {name!r}: the parameters cell holds the fast profile, so `profile` must default to 'fast'"
+        )
     meta = nb.metadata.get("featlearn", {}) or {}
     profiles = {k: dict(v or {}) for k, v in (meta.get("profiles", {}) or {}).items()}
     missing = [p for p in REQUIRED_PROFILES if p not in profiles]

@@ -28,8 +28,8 @@ import nbformat
 import yaml
 
 from featlearn import claims as _claims
-from featlearn.notebooks import COLAB_MARKER, Chapter, ParameterError, is_chapter_file, read_chapter
-from featlearn.page import ENV_MIME
+from featlearn.book.notebooks import COLAB_MARKER, Chapter, ParameterError, is_chapter_file, read_chapter
+from featlearn.book.page import ENV_MIME
 
 __all__ = [
     "BuildError",
@@ -108,9 +108,13 @@ def git_commit(root: Path) -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD"], capture_output=True).returncode
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "diff", "--quiet", "HEAD"], capture_output=True
+        ).returncode
         return sha + ("-dirty" if dirty else "")
     except (subprocess.CalledProcessError, FileNotFoundError):
         return "unknown"
@@ -118,7 +122,7 @@ def git_commit(root: Path) -> str:
 
 def _library_hash() -> str:
     h = hashlib.sha256()
-    for p in sorted(Path(__file__).parent.rglob("*.py")):
+    for p in sorted(Path(__file__).parent.parent.rglob("*.py")):
         h.update(p.name.encode())
         h.update(p.read_bytes())
     return h.hexdigest()
@@ -170,12 +174,19 @@ def execute_chapter(
         saved_backend = os.environ.pop("MPLBACKEND", None)
         try:
             pm.execute_notebook(
-                str(src), str(output), parameters=dict(params), kernel_name="python3",
-                progress_bar=progress, cwd=str(chapter.path.parent), log_output=False,
+                str(src),
+                str(output),
+                parameters=dict(params),
+                kernel_name="python3",
+                progress_bar=progress,
+                cwd=str(chapter.path.parent),
+                log_output=False,
             )
         except pm.PapermillExecutionError as exc:
             code_cells = [c.source for c in chapter.notebook.cells if c.cell_type == "code"]
-            number = next((i + 1 for i, src in enumerate(code_cells) if src.strip() == exc.source.strip()), "?")
+            number = next(
+                (i + 1 for i, src in enumerate(code_cells) if src.strip() == exc.source.strip()), "?"
+            )
             kept = ""
             if failed_dir is not None:
                 failed_dir.mkdir(parents=True, exist_ok=True)
@@ -198,7 +209,9 @@ def _env_of(nb: nbformat.NotebookNode, name: str) -> dict[str, Any]:
         for o in cell.get("outputs", []):
             if ENV_MIME in o.get("data", {}):
                 return dict(o["data"][ENV_MIME])
-    raise BuildError(f"chapter {name!r} never called featlearn.page.setup(), so its page cannot say what produced it")
+    raise BuildError(
+        f"chapter {name!r} never called featlearn.book.page.setup(), so its page cannot say what produced it"
+    )
 
 
 def _fmt_wall(seconds: float) -> str:
@@ -213,22 +226,26 @@ def provenance_markdown(chapter: Chapter, info: Mapping[str, Any]) -> str:
     other = [p for p in chapter.profiles if p != info["profile"] and p != "tiny"]
     rerun = "; ".join(f"`featlearn run {chapter.name} --profile {p}`" for p in other)
     device = env["device"] + (f" ({env['device_name']})" if env.get("device_name") else "")
-    return "\n".join([
-        "```{admonition} How this page was produced",
-        ":class: note provenance",
-        "",
-        f"**Profile** `{info['profile']}` · **device** {device} · **torch** {env['torch']} · "
-        f"**commit** `{info['commit']}` · **date** {info['date']} · **wall time** {_fmt_wall(info['wall'])}",
-        "",
-        f"**Parameters:** {params}",
-        "",
-        f"**Rerun** at another profile: {rerun}, or with other values: "
-        f"`featlearn run {chapter.name} --profile {info['profile']} key=value`.",
-        "```",
-    ])
+    return "\n".join(
+        [
+            "```{admonition} How this page was produced",
+            ":class: note provenance",
+            "",
+            f"**Profile** `{info['profile']}` · **device** {device} · **torch** {env['torch']} · "
+            f"**commit** `{info['commit']}` · **date** {info['date']} · **wall time** {_fmt_wall(info['wall'])}",
+            "",
+            f"**Parameters:** {params}",
+            "",
+            f"**Rerun** at another profile: {rerun}, or with other values: "
+            f"`featlearn run {chapter.name} --profile {info['profile']} key=value`.",
+            "```",
+        ]
+    )
 
 
-def _stage_notebook(nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[str, Any]) -> nbformat.NotebookNode:
+def _stage_notebook(
+    nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[str, Any]
+) -> nbformat.NotebookNode:
     """Prepare an executed chapter for the site.
 
     Inserts the provenance box after the title, drops featlearn's private outputs, the
@@ -238,7 +255,8 @@ def _stage_notebook(nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[s
     tags = [c.metadata.get("tags", []) for c in nb.cells]
     injected = any("injected-parameters" in t for t in tags)
     nb.cells = [
-        c for c, t in zip(nb.cells, tags)
+        c
+        for c, t in zip(nb.cells, tags)
         if not (injected and "parameters" in t)
         and not (c.cell_type == "code" and c.source.startswith(COLAB_MARKER))
     ]
@@ -257,14 +275,21 @@ def _stage_notebook(nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[s
         cell.outputs = kept
     box = nbformat.v4.new_markdown_cell(provenance_markdown(chapter, info))
     box.metadata["tags"] = ["provenance"]
-    idx = next((i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")), None)
+    idx = next(
+        (
+            i
+            for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")
+        ),
+        None,
+    )
     if idx is None:
         nb.cells.insert(0, box)
     else:
         title, _, rest = nb.cells[idx].source.lstrip().partition("\n")
         nb.cells[idx].source = title
         new = [box] + ([nbformat.v4.new_markdown_cell(rest.strip())] if rest.strip() else [])
-        nb.cells[idx + 1:idx + 1] = new
+        nb.cells[idx + 1 : idx + 1] = new
     return nb
 
 
@@ -276,13 +301,17 @@ def _split_overrides(chapters: list[Chapter], overrides: Mapping[str, Any]) -> d
         if "." in key:
             ch, param = key.split(".", 1)
             if ch not in names:
-                raise ParameterError(f"override {key!r}: unknown chapter {ch!r}; chapters: {', '.join(names) or '(none)'}")
+                raise ParameterError(
+                    f"override {key!r}: unknown chapter {ch!r}; chapters: {', '.join(names) or '(none)'}"
+                )
             per[ch][param] = val
         else:
             targets = [c.name for c in chapters if key in c.parameters]
             if not targets:
                 valid = sorted({p for c in chapters for p in c.parameters})
-                raise ParameterError(f"override {key!r}: no chapter has that parameter; valid parameters: {', '.join(valid)}")
+                raise ParameterError(
+                    f"override {key!r}: no chapter has that parameter; valid parameters: {', '.join(valid)}"
+                )
             for t in targets:
                 per[t][key] = val
     return per
@@ -341,13 +370,20 @@ def build(
     stage = out / "stage"
     if stage.exists():
         shutil.rmtree(stage)
-    chapter_files = {c.path.resolve() for c in chapters} | {c.path.with_suffix(".ipynb").resolve() for c in chapters}
+    chapter_files = {c.path.resolve() for c in chapters} | {
+        c.path.with_suffix(".ipynb").resolve() for c in chapters
+    }
     stage.mkdir(parents=True)
     for f in ("_config.yml", "_toc.yml"):
         shutil.copy(book.root / f, stage / f)
     src_book = book.root / "book"
     for p in sorted(src_book.rglob("*")):
-        if p.is_file() and p.resolve() not in chapter_files and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts:
+        if (
+            p.is_file()
+            and p.resolve() not in chapter_files
+            and "__pycache__" not in p.parts
+            and ".ipynb_checkpoints" not in p.parts
+        ):
             dest = stage / p.relative_to(book.root)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(p, dest)
@@ -361,16 +397,22 @@ def build(
     for ch in bar:
         bar.set_postfix_str(ch.name)
         params = resolved[ch.name]
-        key = hashlib.sha256(json.dumps(
-            [ch.path.read_text(encoding="utf-8"), params, profile, lib], sort_keys=True, default=str
-        ).encode()).hexdigest()
+        key = hashlib.sha256(
+            json.dumps(
+                [ch.path.read_text(encoding="utf-8"), params, profile, lib], sort_keys=True, default=str
+            ).encode()
+        ).hexdigest()
         cached_nb, cached_info = cache / f"{ch.name}.ipynb", cache / f"{ch.name}.json"
         info = json.loads(cached_info.read_text()) if cached_info.exists() else {}
         if force or info.get("key") != key or not cached_nb.exists():
             tqdm.write(f"executing {ch.name} at profile {profile!r}")
             nb, wall = execute_chapter(ch, params, cached_nb, progress=progress, failed_dir=out / "failed")
             info = {
-                "key": key, "profile": profile, "params": params, "wall": wall, "commit": commit,
+                "key": key,
+                "profile": profile,
+                "params": params,
+                "wall": wall,
+                "commit": commit,
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 "env": _env_of(nb, ch.name),
             }
@@ -379,17 +421,32 @@ def build(
             tqdm.write(f"{ch.name}: unchanged since its last run, reusing it")
             nb = nbformat.read(cached_nb, as_version=4)
         gathered += _claims.claims_from_notebook(nb)
-        nbformat.write(_stage_notebook(nb, ch, info), stage / ch.path.relative_to(book.root).with_suffix(".ipynb"))
+        nbformat.write(
+            _stage_notebook(nb, ch, info), stage / ch.path.relative_to(book.root).with_suffix(".ipynb")
+        )
 
     _claims.write_claims_json(gathered, out / "claims.json")
     titles = {c.name: c.title for c in chapters}
     (stage / "book").mkdir(parents=True, exist_ok=True)
-    (stage / "book" / "scorecard.md").write_text(_claims.scorecard_markdown(gathered, titles), encoding="utf-8")
+    (stage / "book" / "scorecard.md").write_text(
+        _claims.scorecard_markdown(gathered, titles), encoding="utf-8"
+    )
 
     if html:
-        cmd = _jupyter_book() + ["build", str(stage), "--path-output", str(book.root), "-W", "-n", "--keep-going", "--all"]
+        cmd = _jupyter_book() + [
+            "build",
+            str(stage),
+            "--path-output",
+            str(book.root),
+            "-W",
+            "-n",
+            "--keep-going",
+            "--all",
+        ]
         print("building the site:", " ".join(cmd[1:]), flush=True)
         res = subprocess.run(cmd, cwd=book.root)
         if res.returncode != 0:
-            raise BuildError(f"jupyter-book build failed (exit {res.returncode}); its warnings are printed above")
+            raise BuildError(
+                f"jupyter-book build failed (exit {res.returncode}); its warnings are printed above"
+            )
     return out

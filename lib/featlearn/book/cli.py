@@ -21,33 +21,44 @@ import argparse
 import sys
 from pathlib import Path
 
-from featlearn.notebooks import ParameterError, parse_overrides
+from featlearn.book.notebooks import ParameterError, parse_overrides
 
 __all__ = ["main"]
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
-    from featlearn.runner import build
+    from featlearn.book.runner import build
 
-    out = build(args.root, args.profile, parse_overrides(args.overrides), force=args.force,
-                progress=not args.no_progress, html=not args.no_html)
+    out = build(
+        args.root,
+        args.profile,
+        parse_overrides(args.overrides),
+        force=args.force,
+        progress=not args.no_progress,
+        html=not args.no_html,
+    )
     print(f"site: {out / 'html' / 'index.html'}\nclaims: {out / 'claims.json'}")
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
-    from featlearn.runner import Book, execute_chapter
+    from featlearn.book.runner import Book, execute_chapter
 
     book = Book(Path(args.root))
     ch = book.chapter(args.chapter)
     params = ch.resolve(args.profile, parse_overrides(args.overrides))
-    out = Path(args.output) if args.output else book.root / "_build" / "runs" / f"{ch.name}-{args.profile}.ipynb"
-    _, wall = execute_chapter(ch, params, out.resolve(), progress=not args.no_progress,
-                              failed_dir=book.root / "_build" / "failed")
+    out = (
+        Path(args.output)
+        if args.output
+        else book.root / "_build" / "runs" / f"{ch.name}-{args.profile}.ipynb"
+    )
+    _, wall = execute_chapter(
+        ch, params, out.resolve(), progress=not args.no_progress, failed_dir=book.root / "_build" / "failed"
+    )
     print(f"executed {ch.name} at profile {args.profile!r} in {wall:.1f} s -> {out}")
 
 
 def _cmd_params(args: argparse.Namespace) -> None:
-    from featlearn.runner import Book
+    from featlearn.book.runner import Book
 
     book = Book(Path(args.root))
     chapters = [book.chapter(args.chapter)] if args.chapter else book.chapters()
@@ -61,16 +72,35 @@ def _cmd_params(args: argparse.Namespace) -> None:
 
 
 def _cmd_sync(args: argparse.Namespace) -> None:
-    from featlearn.pairing import sync_book
+    from featlearn.book.notebooks import is_chapter_file
+    from featlearn.book.pairing import format_chapters, pair_differences, sync_book
+    from featlearn.book.runner import BuildError
 
+    if args.check:
+        problems = [
+            p
+            for md in sorted((Path(args.root) / "book").rglob("*.md"))
+            if is_chapter_file(md)
+            for p in pair_differences(md)
+        ]
+        if problems:
+            raise BuildError("chapters out of sync (run `make sync`):\n  " + "\n  ".join(problems))
+        print("every chapter's .ipynb matches its .md")
+        return
+    if args.format:
+        for path in format_chapters(Path(args.root)):
+            print(f"formatted {path}")
     for path in sync_book(Path(args.root)):
         print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``featlearn`` command; returns the exit status."""
-    ap = argparse.ArgumentParser(prog="featlearn", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="featlearn",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--root", default=".", help="the book's folder (default: .)")
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -85,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="execute one chapter with papermill")
     r.add_argument("chapter")
     r.add_argument("--profile", default="fast")
-    r.add_argument("-o", "--output", help="executed notebook (default: _build/runs/<chapter>-<profile>.ipynb)")
+    r.add_argument(
+        "-o", "--output", help="executed notebook (default: _build/runs/<chapter>-<profile>.ipynb)"
+    )
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("overrides", nargs="*", metavar="key=value")
     r.set_defaults(func=_cmd_run)
@@ -95,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_cmd_params)
 
     s = sub.add_parser("sync", help="rewrite each chapter's output-free .ipynb from its .md")
+    s.add_argument("--format", action="store_true", help="first format the chapters' code cells with ruff")
+    s.add_argument("--check", action="store_true", help="write nothing; exit 2 if a pair differs")
     s.set_defaults(func=_cmd_sync)
 
     args, extra = ap.parse_known_args(argv)
@@ -103,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unrecognized arguments: {' '.join(unknown)}")
     if extra:
         args.overrides = list(args.overrides) + extra  # key=value after options
-    from featlearn.runner import BuildError
+    from featlearn.book.runner import BuildError
 
     try:
         args.func(args)

@@ -7,15 +7,25 @@ same thing, and the Colab install cell must name the one repository in ``_config
 from __future__ import annotations
 
 import hashlib
+import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import yaml
 
-from featlearn.notebooks import COLAB_MARKER, is_chapter_file
+from featlearn.book.notebooks import COLAB_MARKER, is_chapter_file
 
-__all__ = ["repository_url", "colab_cell_source", "paired_cells", "pair_differences", "sync_book"]
+__all__ = [
+    "repository_url",
+    "colab_cell_source",
+    "paired_cells",
+    "pair_differences",
+    "sync_book",
+    "format_chapters",
+]
 
 
 def repository_url(root: Path) -> str:
@@ -29,17 +39,27 @@ def repository_url(root: Path) -> str:
 
 def colab_cell_source(url: str) -> str:
     """The install cell that every chapter has right after its parameters cell."""
-    return "\n".join([
-        f"{COLAB_MARKER} from the book's repository (does nothing outside Colab).",
-        "import sys",
-        "",
-        'if "google.colab" in sys.modules:',
-        "    import subprocess",
-        "",
-        "    subprocess.run(",
-        f'        [sys.executable, "-m", "pip", "install", "-q", "featlearn @ git+{url}"], check=True',
-        "    )",
-    ])
+    return "\n".join(
+        [
+            f"{COLAB_MARKER} from the book's repository (does nothing outside Colab).",
+            "import sys",
+            "",
+            'if "google.colab" in sys.modules:',
+            "    import subprocess",
+            "",
+            "    subprocess.run(",
+            "        [",
+            "            sys.executable,",
+            '            "-m",',
+            '            "pip",',
+            '            "install",',
+            '            "-q",',
+            f'            "featlearn @ git+{url}",',
+            "        ],",
+            "        check=True,",
+            "    )",
+        ]
+    )
 
 
 def paired_cells(nb: Any) -> list[tuple[str, str, list[str]]]:
@@ -99,3 +119,41 @@ def sync_book(root: Path) -> list[Path]:
         nbformat.write(out, md_path.with_suffix(".ipynb"))
         written.append(md_path.with_suffix(".ipynb"))
     return written
+
+
+_CODE_CELL = re.compile(r"(```\{code-cell\}[^\n]*\n)((?::[^\n]*\n)*\n?)(.*?)(\n```)", re.S)
+
+
+def _ruff_format(code: str, filename: Path) -> str:
+    """``code`` as ``ruff format`` writes it, under the configuration that governs ``filename``."""
+    res = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--stdin-filename", str(filename), "-"],
+        input=code + "\n",
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        raise ValueError(f"ruff cannot format a code cell of {filename.name}: {res.stderr.strip()}")
+    return res.stdout.rstrip("\n")
+
+
+def format_chapters(root: Path) -> list[Path]:
+    """Format every chapter's code cells in place with ruff (the ``.md`` is the source).
+
+    Why: the ``.ipynb`` twins are written from the ``.md``, so formatting the twins alone
+    would be undone by the next sync; run :func:`sync_book` afterwards.
+    """
+    changed = []
+    for md_path in sorted((Path(root) / "book").rglob("*.md")):
+        if not is_chapter_file(md_path):
+            continue
+        text = md_path.read_text(encoding="utf-8")
+
+        def one(m: re.Match[str], md_path: Path = md_path) -> str:
+            return m.group(1) + m.group(2) + _ruff_format(m.group(3), md_path.with_suffix(".py")) + m.group(4)
+
+        new = _CODE_CELL.sub(one, text)
+        if new != text:
+            md_path.write_text(new, encoding="utf-8")
+            changed.append(md_path)
+    return changed
