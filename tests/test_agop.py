@@ -571,3 +571,115 @@ def test_row_space_correlation_drops_the_shared_null_space():
         linalg.cosine_similarity_matrices(q.T @ w.T @ w @ q, q.T @ G @ q), abs=1e-12
     )
     assert ansatz.row_space_correlation(w, w.T @ w) == pytest.approx(1.0)
+
+
+def test_patch_agops_refuses_nan_images(cnn):
+    model, images = cnn
+    bad = images.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"holds 1 non-finite value"):
+        patch_agops(model, bad)
+
+
+def test_cnfa_over_training_measures_init_then_trained():
+    from featlearn import ansatz, models, train
+
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(16, 1, 8, 8, generator=gen)
+    y = torch.arange(16) % 3
+    kw = dict(epochs=1, lr=1e-2, batch_size=8, seed=4, progress=False)
+    net = models.build_model("vanilla", 1, 3, 8, width=4, seed=1)
+    w0 = copy.deepcopy(net)
+    rows, hist, init = ansatz.cnfa_over_training(net, x, y, x[:6], labels={"arch": "vanilla"}, **kw)
+    # independently: the same steps by hand on a second copy
+    ref = copy.deepcopy(w0)
+    layers = models.cnfa_layers(ref)
+    before = ansatz.ansatz_table(copy.deepcopy(ref).eval(), x[:6], layers)
+    ref_hist = train.train_classifier(ref, x, y, **kw)
+    after = ansatz.ansatz_table(ref, x[:6], layers, reference=copy.deepcopy(w0).eval())
+    assert [r["layer"] for r in rows] == layers and all(r["arch"] == "vanilla" for r in rows)
+    assert hist.loss == ref_hist.loss
+    for r, b, a in zip(rows, before, after):
+        assert r["init alpha=1"] == b["alpha=1"] and r["init alpha=1/2"] == b["alpha=1/2"]
+        assert r["trained alpha=1"] == a["alpha=1"] and r["trained alpha=1/2"] == a["alpha=1/2"]
+        assert r["init CNFM vs CNFM"] == a["init CNFM vs CNFM"]
+    for p, q in zip(init.parameters(), w0.parameters()):
+        assert torch.equal(p, q)  # the returned init is the untrained network
+    assert not init.training
+
+
+def _corr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson correlation of the entries, by torch.corrcoef (independent of featlearn.linalg)."""
+    return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]).double())[0, 1])
+
+
+def test_dnfa_rows_equal_direct_measures_on_a_tiny_mlp():
+    from featlearn import ansatz, isotropy, linalg, models
+
+    torch.manual_seed(0)
+    net = models.MLP(12, 5, 2, 3).double().eval()
+    init = copy.deepcopy(net)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = torch.randn(9, 12, dtype=torch.float64)
+    rows = ansatz.dnfa_rows(net, init, x, labels={"dataset": "toy", "epoch": 3})
+    assert [r["layer"] for r in rows] == ["0: layers.0", "1: layers.2", "2: readout"]
+    assert [r["readout"] for r in rows] == [False, False, True]
+    for i, (row, name) in enumerate(zip(rows, net.linear_names())):
+        assert list(row)[:3] == ["dataset", "epoch", "layer"] and row["dataset"] == "toy"
+        layer = net.get_submodule(name)
+        g, p = reference_mlp_agops(net, x, layer)  # brute-force oracle, not mlp_agops
+        w, w0 = layer.weight.detach(), init.get_submodule(name).weight.detach()
+        root = linalg.matrix_power_psd(g, 0.5)
+        assert row["corr_a1"] == pytest.approx(_corr(w.T @ w, g), abs=1e-9)
+        assert row["corr_a05"] == pytest.approx(_corr(w.T @ w, root), abs=1e-7)
+        assert row["dcorr_a1"] == pytest.approx(_corr((w - w0).T @ (w - w0), g), abs=1e-9)
+        assert row["dcorr_a05"] == pytest.approx(_corr((w - w0).T @ (w - w0), root), abs=1e-7)
+        iso = isotropy.isotropy_measures(p, w, restrict_to_range=True)
+        for key, measure in [
+            ("iso_corr", "corr_identity"),
+            ("iso_dist", "isotropy_distance"),
+            ("spread", "eigen_spread"),
+            ("left_gram", "corr_left_gram"),
+        ]:
+            assert row[key] == pytest.approx(iso[measure], rel=1e-6, abs=1e-9)
+        assert ("rowspace_a1" in row) == (i == 0)
+    w = net.get_submodule("layers.0").weight.detach()
+    g0, _ = reference_mlp_agops(net, x, net.get_submodule("layers.0"))
+    assert rows[0]["rowspace_a1"] == pytest.approx(ansatz.row_space_correlation(w, g0, 1.0), abs=1e-9)
+    assert rows[0]["rowspace_a05"] == pytest.approx(ansatz.row_space_correlation(w, g0, 0.5), abs=1e-7)
+    at_init = ansatz.dnfa_rows(init, init, x, delta=False)  # W = W0: no ΔW columns
+    assert all("dcorr_a1" not in r and "dcorr_a05" not in r for r in at_init)
+    assert list(at_init[0])[0] == "layer"
+
+
+def test_dnfa_over_training_measures_at_checkpoints_and_trains_like_train_classifier():
+    from featlearn import ansatz, models, train
+
+    torch.manual_seed(1)
+    net = models.MLP(10, 6, 2, 3)
+    twin, init = copy.deepcopy(net), copy.deepcopy(net).eval()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(40, 10, generator=g), torch.randint(0, 3, (40,), generator=g)
+    rows, hist = ansatz.dnfa_over_training(
+        net,
+        x,
+        y,
+        x[:8],
+        checkpoints=[0, 2],
+        epochs=2,
+        lr=0.05,
+        batch_size=16,
+        seed=3,
+        labels={"width": 6},
+        progress=False,
+    )
+    ref = train.train_classifier(
+        twin, x, y, epochs=2, lr=0.05, batch_size=16, optimizer="sgd", loss="mse", seed=3, progress=False
+    )
+    assert hist.loss == ref.loss and hist.test_accuracy == []
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
+    assert [(r["width"], r["epoch"]) for r in rows] == [(6, 0)] * 3 + [(6, 2)] * 3
+    assert rows[:3] == ansatz.dnfa_rows(init, init, x[:8], delta=False, labels={"width": 6, "epoch": 0})
+    assert rows[3:] == ansatz.dnfa_rows(twin.eval(), init, x[:8], labels={"width": 6, "epoch": 2})

@@ -75,3 +75,58 @@ def test_claims_round_trip_through_notebook_outputs():
     nb = type("NB", (), {})()
     nb.cells = [{"outputs": [{"data": {claims.CLAIM_MIME: c.to_dict(), "text/plain": "x"}}]}, {"outputs": []}]
     assert claims.claims_from_notebook(nb) == [c]
+
+
+@pytest.mark.parametrize("make", [lambda: claims.at_least(math.nan), lambda: claims.at_most(math.nan)])
+def test_rule_with_a_nan_bound_is_refused_when_made(make):
+    with pytest.raises(ValueError, match="NaN"):  # was: a rule that every value holds
+        make()
+
+
+def test_between_refuses_nan_bounds_and_reversed_bounds():
+    with pytest.raises(ValueError, match="NaN"):  # was: between(nan, nan) held for any value
+        claims.between(math.nan, math.nan)
+    with pytest.raises(ValueError, match="NaN"):
+        claims.between(0.0, math.nan)
+    with pytest.raises(ValueError, match="low <= high"):
+        claims.between(1.0, 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        claims.Rule("range", low=math.nan)
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan, np.float64("inf"), torch.tensor(math.nan)])
+def test_non_finite_value_is_not_measured_and_shown(bad):
+    # was: inf "held" under at_least(0.9)
+    assert not claims.at_least(0.9)(math.inf) and not claims.at_most(0.9)(-math.inf)
+    assert not claims.between(-math.inf, math.inf)(math.nan)
+    claims.record("k", "Kernel accuracy.", paper=0.9, value=bad, rule=claims.at_least(0.9), display=False)
+    (c,) = claims.recorded()
+    assert c.holds is None and c.status == "not measured" and c.reason == "non-finite"
+    assert c.value == str(float(bad)) and c.value in ("inf", "-inf", "nan")
+    assert "not measured (non-finite)" in c.markdown() and f"ours: **{c.value}**" in c.markdown()
+    assert "not measured (non-finite)" in repr(c)
+    md = claims.scorecard_markdown([c])
+    assert f"| {c.value} | ⚠️ not measured (non-finite) |" in md and "0 hold, 0 fail, 1 not measured" in md
+
+
+def test_non_finite_claims_write_valid_json_and_round_trip(tmp_path):
+    claims.record("a", "A.", paper=math.inf, value=math.nan, rule=claims.at_least(0.9), display=False)
+    claims.record("b", "B.", paper=1, value=math.inf, rule=claims.at_least(0.9), display=False)
+    path = claims.write_claims_json(claims.recorded(), tmp_path / "claims.json")
+    text = path.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    rows = json.loads(text, parse_constant=lambda name: pytest.fail(f"invalid JSON constant {name}"))
+    assert [(r["value"], r["holds"], r["reason"]) for r in rows] == [
+        ("nan", None, "non-finite"),
+        ("inf", None, "non-finite"),
+    ]
+    assert rows[0]["paper"] == "inf"
+    nb = type("NB", (), {})()
+    nb.cells = [
+        {"outputs": [{"data": {claims.CLAIM_MIME: json.dumps(c.to_dict(), allow_nan=False)}}]}
+        for c in claims.recorded()
+    ]
+    assert claims.claims_from_notebook(nb) == claims.recorded()
+    old = {k: v for k, v in claims.recorded()[1].to_dict().items() if k != "reason"}  # a notebook from before
+    nb.cells = [{"outputs": [{"data": {claims.CLAIM_MIME: old}}]}]
+    assert claims.claims_from_notebook(nb)[0].reason == ""

@@ -100,3 +100,99 @@ def test_simulated_linear_cnn_follows_the_formula():
     assert torch.corrcoef(torch.stack([e_early, lam]))[0, 1] > 0.99
     assert torch.corrcoef(torch.stack([e_late, lam]))[0, 1] < 0.5
     assert run.losses[-1] < run.losses[0]
+
+
+def test_simulation_fits_equal_direct_correlations():
+    x = data.natural_crops(8, 10, channels=1, seed=0)
+    x = x - x.mean()
+    lam2, u = energy.patch_pca(x, 3, center=False)
+    eta = 0.9 / float(lam2.max())
+    gd = dict(filters=32, groups=2, eta=eta, steps=[1, 20], init_std=1e-6, seed=0)
+    fixed = energy.simulate_linear_cnn(x, **gd)
+    free = energy.simulate_linear_cnn(x, train_readout=True, **gd)
+    rows = energy.simulation_fits({"fixed": fixed, "free": free}, u, lam2)
+    assert [r["steps"] for r in rows] == [1, 20]
+    for k, (row, s) in enumerate(zip(rows, fixed.steps)):
+        assert row["t = η·steps"] == eta * s
+        th = energy.theory_profile(lam2, s, eta=eta)
+        for key, run in [("r (fixed)", fixed), ("r (free)", free)]:
+            e = energy.energy_profile(run.weights[k], u, init_weight=run.init_weight)
+            assert row[key] == pytest.approx(float(torch.corrcoef(torch.stack([e, th]))[0, 1]), abs=1e-12)
+    other = energy.simulate_linear_cnn(x, **{**gd, "steps": [1]})
+    with pytest.raises(ValueError, match="other steps"):
+        energy.simulation_fits({"fixed": fixed, "other": other}, u, lam2)
+    with pytest.raises(ValueError, match="at least one"):
+        energy.simulation_fits({}, u, lam2)
+
+
+def _tiny_cnn(in_channels: int, num_classes: int, width: float = 1.0) -> torch.nn.Module:
+    c = max(1, round(4 * width))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, c, 3, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(c, num_classes),
+    )
+
+
+def test_train_with_profiles_equals_a_hand_written_run():
+    from featlearn import train
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(24, 1, 8, 8, generator=g), torch.randint(0, 3, (24,), generator=g)
+    xt, yt = torch.randn(10, 1, 8, 8, generator=g), torch.randint(0, 3, (10,), generator=g)
+    _, u = energy.patch_pca(x, 3)
+    # the whitening chapter's former train_cnn, written out
+    torch.manual_seed(5)
+    net = _tiny_cnn(1, 3, width=2.0)
+    conv = net[0]
+    w0 = conv.weight.detach().clone()
+    profiles: list[torch.Tensor] = []
+    hist = train.train_classifier(
+        net,
+        x,
+        y,
+        epochs=2,
+        lr=0.1,
+        batch_size=8,
+        optimizer="sgd",
+        x_test=xt,
+        y_test=yt,
+        seed=5,
+        progress=False,
+        on_epoch_end=lambda e, m: profiles.append(energy.energy_profile(conv.weight, u, init_weight=w0)),
+    )
+    sgd = dict(epochs=2, lr=0.1, batch_size=8, width=2.0, num_classes=3, seed=5, progress=False)
+    run = energy.train_with_profiles(_tiny_cnn, x, y, u, x_test=xt, y_test=yt, **sgd)
+    assert len(run.profiles) == 2 and all(torch.equal(a, b) for a, b in zip(run.profiles, profiles))
+    assert run.test_accuracy == hist.test_accuracy[-1]
+    assert run.train_accuracy == train.accuracy(net, x, y)
+    assert run.filters == 8
+    built: list[torch.nn.Module] = []
+
+    def build(in_channels: int, num_classes: int, width: float = 1.0) -> torch.nn.Module:
+        built.append(_tiny_cnn(in_channels, num_classes, width))
+        return built[-1]
+
+    frozen = energy.train_with_profiles(build, x, y, u, freeze_first=True, **sgd)
+    assert frozen.profiles == [] and frozen.test_accuracy is None and 0 <= frozen.train_accuracy <= 1
+    assert torch.equal(built[0][0].weight, w0)  # same init, first layer never moved
+    assert not torch.equal(built[0][-1].weight, net[-1].weight)  # the rest did train
+
+
+def test_fit_trend_rows_per_model_and_epoch():
+    lam2 = torch.tensor([4.0, 2.0, 1.0, 0.5, 0.25, 0.1], dtype=torch.float64)
+    early, late = energy.theory_profile(lam2, 0.3), energy.theory_profile(lam2, 3.0)
+    rows = energy.fit_trend({"m": [early, late], "n": [late]}, lam2)
+    assert [(r["model"], r["epoch"]) for r in rows] == [("m", 1), ("m", 2), ("n", 1)]
+    for row, p, t in zip(rows, [early, late, late], [0.3, 3.0, 3.0]):
+        assert row["r (formula fit)"] > 0.9999
+        assert row["fitted t"] == pytest.approx(t, rel=0.05)
+        assert row["tail energy, measured"] == pytest.approx(float(p[4] + p[5]) / 2)  # default: last third
+        th = energy.theory_profile(lam2, float(row["fitted t"]))
+        assert row["tail energy, formula"] == pytest.approx(float(th[4] + th[5]) / 2)
+    one = energy.fit_trend({"m": [early]}, lam2, n_tail=1)
+    assert one[0]["tail energy, measured"] == pytest.approx(float(early[-1]))
+    with pytest.raises(ValueError, match="n_tail"):
+        energy.fit_trend({"m": [early]}, lam2, n_tail=0)

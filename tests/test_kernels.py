@@ -105,3 +105,21 @@ def test_bad_inputs():
         kernels.conv_kernels(x, M=torch.eye(4))
     with pytest.raises(ValueError, match="semi-definite"):
         kernels.conv_kernels(x, M=-torch.eye(9))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_non_finite_images_and_metric_are_refused(bad):
+    # was: NaN/inf spread silently through the kernel (a NaN row, or every entry NaN through M)
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    xbad = x.clone()
+    xbad[1, 0, 2, 2] = bad
+    with pytest.raises(ValueError, match=r"x holds 1 non-finite value"):
+        kernels.conv_kernels(xbad)
+    with pytest.raises(ValueError, match=r"z holds 1 non-finite value"):
+        kernels.conv_ntk(x, xbad)
+    with pytest.raises(ValueError, match=r"x holds 1 non-finite value"):
+        kernels.aligned_patch_products(xbad, x)
+    m = torch.eye(9, dtype=torch.float64)
+    m[0, 0] = bad
+    with pytest.raises(ValueError, match=r"patch metric M holds 1 non-finite value"):
+        kernels.conv_kernels(x, M=m)

@@ -89,3 +89,81 @@ def test_build_model_seed_gives_the_same_weights():
     for pa, pb in zip(a.parameters(), b.parameters()):
         assert torch.equal(pa, pb)
     assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()) if pa.ndim > 1)
+
+
+class _Planted:
+    """Unpickling this creates ``marker``: what a planted weights file could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def _hub_in(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # restored after the test
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    return ckpt
+
+
+def test_planted_weights_pickle_is_refused_and_never_run(tmp_path, monkeypatch):
+    # was: torchvision's builder unpickled the cached file with weights_only=False and ran it
+    ckpt = _hub_in(tmp_path, monkeypatch)
+    monkeypatch.setenv("FEATLEARN_OFFLINE", "1")
+    marker = tmp_path / "pwned"
+    planted = ckpt / "alexnet-owt-7be5be79.pth"
+    torch.save({"features.0.weight": _Planted(marker)}, planted)
+    with pytest.raises(models.WeightsUnavailable) as err:
+        models.imagenet_model("alexnet", pretrained=True)
+    assert not marker.exists()
+    msg = str(err.value)
+    assert f"{planted} is not a safe state dict" in msg and "Only plain state dicts" in msg
+
+
+def test_weights_that_are_not_a_state_dict_are_refused(tmp_path, monkeypatch):
+    ckpt = _hub_in(tmp_path, monkeypatch)
+    torch.save([torch.zeros(3)], ckpt / "alexnet-owt-7be5be79.pth")
+    with pytest.raises(models.WeightsUnavailable, match="holds a list, not a state dict"):
+        models.imagenet_model("alexnet", pretrained=True, download=False)
+    torch.save({"wrong.weight": torch.zeros(3)}, ckpt / "alexnet-owt-7be5be79.pth")
+    with pytest.raises(models.WeightsUnavailable, match="not of torchvision's alexnet"):
+        models.imagenet_model("alexnet", pretrained=True, download=False)
+
+
+def test_safe_cached_state_dict_loads_offline(tmp_path, monkeypatch):
+    ckpt = _hub_in(tmp_path, monkeypatch)
+    monkeypatch.setenv("FEATLEARN_OFFLINE", "1")
+    torch.manual_seed(0)
+    ref = models.imagenet_model("alexnet", pretrained=False)
+    torch.save(ref.state_dict(), ckpt / "alexnet-owt-7be5be79.pth")
+    net = models.imagenet_model("alexnet", pretrained=True)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), ref.state_dict().values()))
+    assert not net.training
+
+
+def test_missing_weights_message_names_the_file_and_format(tmp_path, monkeypatch):
+    _hub_in(tmp_path, monkeypatch)
+    monkeypatch.setenv("FEATLEARN_OFFLINE", "1")  # offline: never tries to download
+    with pytest.raises(models.WeightsUnavailable) as err:
+        models.imagenet_model("alexnet", pretrained=True)
+    msg = str(err.value)
+    assert "alexnet-owt-7be5be79.pth" in msg and "plain state dict" in msg and "FEATLEARN_OFFLINE" in msg
+
+
+def test_train_classifier_refuses_non_finite_inputs_and_rates():
+    net = models.build_model("vanilla", 1, 2, 4, width=2)
+    x, y = torch.rand(8, 1, 4, 4), torch.arange(8) % 2
+    w0 = [p.detach().clone() for p in net.parameters()]
+    for lr in (float("inf"), float("nan"), 0.0):  # was: trained silently to NaN weights
+        with pytest.raises(ValueError, match="lr"):
+            train.train_classifier(net, x, y, epochs=1, lr=lr, optimizer="sgd", progress=False)
+    bad = x.clone()
+    bad[2, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="x holds 1 non-finite value"):
+        train.train_classifier(net, bad, y, epochs=1, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), w0))

@@ -78,3 +78,18 @@ def test_chapter_without_parameters_tag_or_profiles_is_refused(tmp_path):
     bad.write_text(text.replace("      n: 1000", "      n: lots"))
     with pytest.raises(ParameterError, match="profile 'paper'.*expects int"):
         read_chapter(bad)
+
+
+def test_cli_help_names_only_parameters_that_exist():
+    """The examples in `featlearn --help` must use real parameters of the chapters they name."""
+    import re
+
+    from conftest import ROOT
+    from featlearn.book import cli
+    from featlearn.book.runner import Book
+
+    chapters = {c.name: c for c in Book(ROOT).chapters()}
+    used = re.findall(r"featlearn (?:build|run) (\w+)[ .](\w+)=", cli.__doc__ or "")
+    assert used, "the help shows override examples"
+    for chapter, param in used:
+        assert param in chapters[chapter].parameters, f"help names {chapter}.{param}, which does not exist"

@@ -29,3 +29,20 @@ def test_torch_is_a_range():
     for d in deps:
         if _name(d) in ("torch", "torchvision"):
             assert "==" not in d, f"{d}: give a range so Colab keeps its own torch"
+
+
+def test_science_modules_never_import_the_book_pipeline():
+    """Imports run one way: featlearn.book may use the science, never the reverse."""
+    import ast
+
+    lib = ROOT / "lib" / "featlearn"
+    for path in sorted(lib.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            bad = [n for n in names if n == "featlearn.book" or n.startswith("featlearn.book.")]
+            assert not bad, f"{path.name} imports {bad[0]}; science modules must not import the pipeline"

@@ -141,3 +141,102 @@ def test_monitor_set_is_recorded_but_never_chooses():
         rfm.ConvRFM(power=0).fit(x, y)
     with pytest.raises(ValueError, match="monitor images"):
         rfm.ConvRFM(depth=2, progress=False).fit(x, y, monitor=(torch.rand(3, 1, 9, 9), yt[:3]))
+
+
+def _toy(n=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 6, 6, generator=g, dtype=torch.float64), torch.arange(n) % 2
+
+
+@pytest.mark.parametrize("cls", [rfm.ConvRFM, rfm.DeepConvRFM])
+def test_nan_pixels_are_refused_at_fit(cls):
+    x, y = _toy()
+    x[3, 0, 1, 1] = float("nan")  # was: NaN kernels, a LinAlgError or NaN predictions
+    with pytest.raises(ValueError, match=r"X holds 1 non-finite value"):
+        cls(depth=2, iterations=0, progress=False).fit(x, y)
+    xv, yv = _toy(4, 1)
+    xv[0, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"X_val holds 1 non-finite value"):
+        cls(depth=2, iterations=0, progress=False).fit(_toy()[0], y, xv, yv)
+
+
+@pytest.mark.parametrize("cls", [rfm.ConvRFM, rfm.DeepConvRFM])
+@pytest.mark.parametrize("reg", [float("nan"), float("inf"), -1e-3])
+def test_bad_ridge_values_are_refused_before_fitting(cls, reg):
+    x, y = _toy()
+    # was (NaN, inf): a Cholesky LinAlgError naming no cause
+    with pytest.raises(
+        ValueError, match=r"regs must be a non-empty list of finite ridge values.*bad: \["
+    ) as err:
+        cls(depth=2, iterations=0, regs=(1e-3, reg), progress=False).fit(x, y)
+    assert str(reg) in str(err.value) and "e.g. regs=" in str(err.value)
+
+
+def test_predictor_patch_agop_refuses_non_finite_inputs():
+    x, _ = _toy(4)
+    alpha = torch.ones(4, 2, dtype=torch.float64)
+    alpha[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="alpha .* holds 1 non-finite"):
+        rfm.predictor_patch_agop(x, x, alpha, q=3, depth=2)
+
+
+def test_history_frame_rows_match_the_fit():
+    x, y = _bars(40, 6)
+    xt, yt = _bars(20, 7)
+    model = rfm.ConvRFM(q=3, depth=2, iterations=2, progress=False)
+    model.fit(x[:30], y[:30], x[30:], y[30:], monitor=(xt, yt))
+    frame = model.history_frame()
+    assert list(frame.index) == [0, 1, 2] and frame.index.name == "iteration"
+    assert list(frame.columns) == ["λ (relative)", "train", "validation", "test"]
+    assert set(frame["λ (relative)"]) <= set(model.regs)
+    best = model.best_iteration_
+    # independent: the chosen iteration's row is what score() and the fit's best attributes say
+    assert frame.loc[best, "test"] == model.score(xt, yt)
+    assert frame.loc[best, "validation"] == model.best_val_accuracy_
+    assert frame.loc[best, "λ (relative)"] == model.reg_
+    assert frame["validation"].max() == model.best_val_accuracy_
+    assert frame.loc[best, "train"] == model.score(x[:30], y[:30])
+    unmonitored = rfm.ConvRFM(q=3, depth=2, iterations=0, progress=False).fit(x[:30], y[:30], x[30:], y[30:])
+    assert unmonitored.history_frame()["test"].isna().all()
+    with pytest.raises(AttributeError, match="fit"):
+        rfm.ConvRFM().history_frame()
+
+
+def test_layers_frame_scores_every_layer():
+    x, y = _bars(48, 8)
+    deep = rfm.DeepConvRFM(depth=2, n_filters=3, q=3, iterations=1, progress=False)
+    deep.fit(x[:24], y[:24], x[24:36], y[24:36])
+    frame = deep.layers_frame(x[36:], y[36:])
+    assert list(frame.index) == [0, 1] and frame.index.name == "layer"
+    assert list(frame["CNTK depth"]) == [2, 1] and list(frame["input channels"]) == [1, 3]
+    assert list(frame["validation"]) == deep.layer_val_accuracy_
+    # layer 0 by hand: the first machine on the raw images; layer 1: on the convolved images
+    assert frame.loc[0, "test"] == deep.models_[0].score(x[36:], y[36:])
+    conv = F.conv2d(x[36:].to(deep.filters_[0]), deep.filters_[0])
+    assert frame.loc[1, "test"] == deep.models_[1].score(conv, y[36:])
+    assert list(frame["best iteration"]) == [m.best_iteration_ for m in deep.models_]
+
+
+def test_plot_iterations_draws_one_line_per_machine_and_reference():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from featlearn import plots
+
+    a = pd.DataFrame({"test": [0.5, 0.75, 0.8]}, index=pd.RangeIndex(3, name="iteration"))
+    b = pd.DataFrame({"test": [0.25, 0.5]}, index=pd.RangeIndex(2, name="iteration"))
+    fig = plots.plot_iterations({"A": a, "B": b}, reference={"CNN": 0.9}, title="t")
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines] == ["A", "B", "CNN"]
+    assert list(ax.lines[0].get_ydata()) == [50.0, 75.0, 80.0]
+    assert list(ax.lines[1].get_xdata()) == [0, 1]
+    assert list(ax.lines[2].get_ydata()) == [90.0, 90.0]
+    assert ax.get_xlabel() == "ConvRFM iteration (0 = fixed CNTK)"
+    assert ax.get_ylabel() == "test accuracy (%)" and ax.get_title() == "t"
+    plt.close(fig)
+    fig = plots.plot_iterations({"A": a.rename(columns={"test": "validation"})}, column="validation")
+    assert len(fig.axes[0].lines) == 1 and fig.axes[0].get_ylabel() == "validation accuracy (%)"
+    plt.close(fig)

@@ -35,6 +35,11 @@ def test_failing_cell_fails_the_build_and_names_chapter_and_cell(fixture_book):
     assert "chapter 'fixture'" in msg and "code cell 6 [if fail_at_end:]" in msg
     assert "RuntimeError: asked to fail" in msg
     assert (fixture_book / "_build" / "failed" / "fixture.ipynb").exists()
+    executed = fixture_book / "_build" / "executed"
+    assert (
+        sorted(p.name for p in executed.iterdir() if p.name.startswith("fixture") or p.name.startswith("."))
+        == []
+    )
 
 
 def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
@@ -50,7 +55,18 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
 
     page = (html / "book" / "fixture.html").read_text()
     assert "How this page was produced" in page
-    for fact in ("Profile", "tiny", "device", "cpu", "torch", "commit", "wall time", "n=8", "scale=3.0"):
+    for fact in (
+        "Profile",
+        "tiny",
+        "device",
+        "cpu",
+        "threads",
+        "torch",
+        "commit",
+        "wall time",
+        "n=8",
+        "scale=3.0",
+    ):
         assert fact in page, fact
     assert page.index("How this page was produced") < page.index("A tiny chapter that exercises")
     assert "_images/" in page, "the chapter's figure is on the page"

@@ -61,6 +61,18 @@ class Rule:
     low: float | None = None
     high: float | None = None
 
+    def __post_init__(self) -> None:
+        # A NaN bound compares false with everything, so `v < nan` never fails the value:
+        # every value would hold. Refuse it when the rule is made, not when it is applied.
+        for name, bound in (("low", self.low), ("high", self.high)):
+            if bound is not None and math.isnan(bound):
+                raise ValueError(
+                    f"rule bound {name} is NaN, which no value can be compared with (every value would "
+                    "hold); give a number, e.g. at_least(0.9)"
+                )
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"rule needs low <= high, got low={self.low:g} > high={self.high:g}")
+
     def __call__(self, value: Any) -> bool:
         if self.kind == "true":
             if not isinstance(value, bool):
@@ -69,7 +81,7 @@ class Rule:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"rule {self.describe()!r} needs a real number, got {value!r}")
         v = float(value)
-        if math.isnan(v):
+        if not math.isfinite(v):  # NaN or ±inf is no measurement: it never holds
             return False
         if self.low is not None and v < self.low:
             return False
@@ -89,20 +101,21 @@ class Rule:
 
 
 def at_least(threshold: float) -> Rule:
-    """Rule: the value must be at least ``threshold``."""
+    """Rule: the value must be at least ``threshold`` (not NaN)."""
     return Rule("range", low=float(threshold))
 
 
 def at_most(threshold: float) -> Rule:
-    """Rule: the value must be at most ``threshold``."""
+    """Rule: the value must be at most ``threshold`` (not NaN)."""
     return Rule("range", high=float(threshold))
 
 
 def between(low: float, high: float) -> Rule:
-    """Rule: the value must lie in ``[low, high]``."""
-    if low > high:
-        raise ValueError(f"between(low, high) needs low <= high, got {low} > {high}")
-    return Rule("range", low=float(low), high=float(high))
+    """Rule: the value must lie in ``[low, high]`` (neither NaN, ``low <= high``)."""
+    low, high = float(low), float(high)
+    if not math.isnan(low) and not math.isnan(high) and low > high:
+        raise ValueError(f"between(low, high) needs low <= high, got {low:g} > {high:g}")
+    return Rule("range", low=low, high=high)
 
 
 def is_true() -> Rule:
@@ -124,6 +137,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, numbers.Real):
         return float(value)
     raise TypeError(f"claim values must be numbers, bools, strings or None, got {value!r}")
+
+
+def _nonfinite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _finite_or_text(value: Any) -> Any:
+    """A non-finite float as the text "inf", "-inf" or "nan" (JSON has no such numbers)."""
+    return str(value) if _nonfinite(value) else value
 
 
 def _fmt(value: Any) -> str:
@@ -149,6 +171,8 @@ class Claim:
     profile: str
     rule: str
     note: str = field(default="")
+    #: Why a claim is not measured, when the value says it: ``"non-finite"`` for NaN or ±inf.
+    reason: str = field(default="")
 
     @property
     def status(self) -> str:
@@ -157,6 +181,11 @@ class Claim:
             return "not measured"
         return "holds" if self.holds else "fails"
 
+    @property
+    def verdict(self) -> str:
+        """The verdict as shown: the status's mark, with the reason when there is one."""
+        return _MARK[self.status] + (f" ({self.reason})" if self.reason else "")
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``claims.json``."""
         return asdict(self)
@@ -164,7 +193,7 @@ class Claim:
     def markdown(self) -> str:
         """The claim as a MyST admonition box."""
         kind = {"holds": "tip", "fails": "error", "not measured": "warning"}[self.status]
-        mark = _MARK[self.status]
+        mark = self.verdict
         lines = [
             f":::{{admonition}} Claim `{self.id}`: {mark}",
             f":class: {kind}",
@@ -180,8 +209,9 @@ class Claim:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
+        status = self.status + (f" ({self.reason})" if self.reason else "")
         return (
-            f"Claim({self.chapter}/{self.id}: {self.status}; paper={_fmt(self.paper)}, "
+            f"Claim({self.chapter}/{self.id}: {status}; paper={_fmt(self.paper)}, "
             f"ours={_fmt(self.value)}, {self.rule})"
         )
 
@@ -211,7 +241,9 @@ def record(
         The paper's value (a number, or a string such as ``"> 0.9"``).
     value
         Our measured value. ``None`` means the claim could not be measured at this
-        profile (say why in ``note``); it is then reported as *not measured*.
+        profile (say why in ``note``); it is then reported as *not measured*. A NaN or
+        ±inf is reported as *not measured (non-finite)*, never as holding, and kept as
+        the text ``"nan"``, ``"inf"`` or ``"-inf"`` (JSON has no such numbers).
     rule
         How the claim is judged, e.g. ``at_least(0.9)``. ``holds = rule(value)``.
     note
@@ -229,8 +261,10 @@ def record(
     if any(c.id == id and c.chapter == chapter for c in _RECORDED):
         raise ValueError(f"claim id {id!r} was already recorded in chapter {chapter!r}")
     value = _jsonable(value)
-    paper = _jsonable(paper)
-    holds = None if value is None else bool(rule(value))
+    paper = _finite_or_text(_jsonable(paper))
+    reason = "non-finite" if _nonfinite(value) else ""
+    holds = None if value is None or reason else bool(rule(value))
+    value = _finite_or_text(value)
     c = Claim(
         chapter=chapter,
         id=id,
@@ -241,6 +275,7 @@ def record(
         profile=_CONTEXT["profile"],
         rule=rule.describe(),
         note=note,
+        reason=reason,
     )
     _RECORDED.append(c)
     if display:
@@ -284,7 +319,8 @@ def write_claims_json(claims: Iterable[Claim], path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [c.to_dict() for c in claims]
-    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False) + "\n")
+    # allow_nan=False: a NaN or inf would write invalid JSON (record keeps them as text)
+    path.write_text(json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return path
 
 
@@ -322,6 +358,6 @@ def scorecard_markdown(claims: Sequence[Claim], titles: dict[str, str] | None = 
         chapter = titles.get(c.chapter, c.chapter)
         lines.append(
             f"| {_md_cell(chapter)} | `{c.id}` | {_md_cell(c.claim)} | {_md_cell(c.paper)} | "
-            f"{_md_cell(c.value)} | {_MARK[c.status]} | {_md_cell(c.rule)} | `{c.profile}` |"
+            f"{_md_cell(c.value)} | {c.verdict} | {_md_cell(c.rule)} | `{c.profile}` |"
         )
     return "\n".join(lines) + "\n"

@@ -6,16 +6,24 @@ must fail loudly with the fix, never silently substitute other data.
 Where data lives: ``$FEATLEARN_DATA`` if set; else ``data/cache`` inside a source
 checkout; else ``~/.cache/featlearn``. Set ``FEATLEARN_OFFLINE=1`` to skip download
 attempts altogether. Fashion-MNIST is also taken from the Debian package
-``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``), checked against
-torchvision's MD5 sums.
+``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``): unpacked into the
+cache with a SHA-256 of every unpacked file in a sidecar (``featlearn-sha256.json``), and
+checked on every load (IDX header, size, label range, hash); a damaged cached file is
+unpacked again from the package, with a warning. A damaged file of a torchvision
+download (MNIST, SVHN, CIFAR-10) raises :class:`DatasetCorrupt`, naming the file to delete.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
-import shutil
+import tempfile
+import warnings
+import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +32,8 @@ import torch
 
 __all__ = [
     "DatasetUnavailable",
+    "DatasetCorrupt",
+    "DataRootError",
     "data_root",
     "offline",
     "fashion_mnist",
@@ -45,6 +55,7 @@ __all__ = [
     "normalize_imagenet",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "Standardize",
 ]
 
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
@@ -72,8 +83,59 @@ class DatasetUnavailable(FileNotFoundError):
     """A dataset is not on this machine and could not be downloaded."""
 
 
+class DatasetCorrupt(DatasetUnavailable):
+    """A dataset file on this machine is damaged (truncated, garbled, wrong checksum).
+
+    The message names the file and says to delete it and retry. A subclass of
+    :class:`DatasetUnavailable`, since the dataset cannot be used either way.
+    """
+
+
+class DataRootError(OSError):
+    """The data folder is a file, or cannot be created or written to; the message names the fix."""
+
+
+def _folder_fix(path: Path) -> str:
+    """Where the data folder ``path`` came from, and how to choose another one."""
+    env = os.environ.get("FEATLEARN_DATA")
+    if env and (path == Path(env) or Path(env) in path.parents):
+        return (
+            f"The folder comes from the environment variable FEATLEARN_DATA={env}. Fix: point "
+            "FEATLEARN_DATA at a folder you can write to (it is created if missing), or unset it "
+            "to use the default (data/cache in a source checkout, else ~/.cache/featlearn)."
+        )
+    return (
+        "Fix: pass root= a folder you can write to, or set the environment variable FEATLEARN_DATA to one "
+        "(it is created if missing)."
+    )
+
+
+def _probe_write(folder: Path) -> None:
+    """Create and remove a scratch file in ``folder``; raises OSError if that is not allowed."""
+    with tempfile.TemporaryFile(dir=folder):
+        pass
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Refuse, with the fix, a data folder that ``what`` cannot be written into."""
+    try:
+        _probe_write(folder)
+    except OSError as exc:
+        raise DataRootError(
+            f"cannot write to the data folder {folder} ({exc.strerror or exc}), so {what} cannot be "
+            f"saved there. {_folder_fix(folder)}"
+        ) from exc
+
+
 def data_root(root: str | Path | None = None) -> Path:
-    """The folder datasets are read from and cached in (created if needed)."""
+    """The folder datasets are read from and cached in (created if needed).
+
+    Raises
+    ------
+    DataRootError
+        If the folder is an existing file or cannot be created, naming where it came from
+        (``root``, ``FEATLEARN_DATA``) and the fix.
+    """
     if root is not None:
         path = Path(root)
     elif os.environ.get("FEATLEARN_DATA"):
@@ -83,7 +145,14 @@ def data_root(root: str | Path | None = None) -> Path:
         path = (
             checkout / "cache" if (checkout / "README.md").exists() else Path.home() / ".cache" / "featlearn"
         )
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise DataRootError(f"the data folder {path} is a file, not a folder. {_folder_fix(path)}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataRootError(
+            f"cannot create the data folder {path} ({exc.strerror or exc}). {_folder_fix(path)}"
+        ) from exc
     return path
 
 
@@ -102,22 +171,63 @@ def _unavailable(name: str, where: list[Path], fix: str, cause: BaseException | 
     return DatasetUnavailable(f"{name} is not available. Looked in: {looked}.{why} Fix: {fix}")
 
 
+def _corrupt(name: str, bad: list[tuple[Path, str]], extra: str = "") -> DatasetCorrupt:
+    files = "; ".join(f"{path} ({problem})" for path, problem in bad)
+    delete = " ".join(str(path) for path, _ in bad)
+    return DatasetCorrupt(
+        f"{name} is on this machine but corrupt: {files}. Fix: delete {delete} and retry "
+        f"(torchvision downloads it again when online){extra}."
+    )
+
+
 def _torchvision(
-    name: str, factory: Callable[[bool], Any], where: list[Path], fix: str, download: bool | None
+    name: str,
+    factory: Callable[[bool], Any],
+    where: list[Path],
+    fix: str,
+    download: bool | None,
+    check: Callable[[], list[tuple[Path, str]]] | None = None,
 ) -> Any:
-    """Open a torchvision dataset, downloading only if allowed; wrap failures in a clear error."""
+    """Open a torchvision dataset, downloading only if allowed; wrap failures in a clear error.
+
+    ``check`` lists the files on disk that are damaged, as (path, problem); it runs when
+    opening fails, so that a damaged file is reported as corrupt (delete it), not as missing.
+    """
     try:
         return factory(False)
-    except (RuntimeError, FileNotFoundError, OSError):
-        pass
+    except Exception as exc:
+        bad = check() if check is not None else []
+        if bad:
+            raise _corrupt(name, bad) from exc
+        if not isinstance(exc, (RuntimeError, OSError)):  # FileNotFoundError is an OSError
+            raise
     if download is False or (download is None and offline()):
         raise _unavailable(name, where, fix, None)
+    _check_writable(where[0] if where[0].is_dir() else _existing_parent(where[0]), f"the {name} download")
     try:
         return factory(True)
     except Exception as exc:
         raise _unavailable(name, where, fix, exc) from exc
 
 
+def _existing_parent(path: Path) -> Path:
+    while not path.is_dir() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _md5_problems(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """The files that exist but do not match torchvision's MD5 sum."""
+    from torchvision.datasets.utils import check_integrity
+
+    return [
+        (path, "its MD5 sum differs from torchvision's")
+        for path, md5 in files
+        if path.is_file() and not check_integrity(str(path), md5)
+    ]
+
+
+#: (magic number, shape) of the four MNIST-format IDX files (MNIST and Fashion-MNIST alike).
 _IDX_SHAPES = {
     "train-images-idx3-ubyte": (2051, (60000, 28, 28)),
     "train-labels-idx1-ubyte": (2049, (60000,)),
@@ -125,65 +235,176 @@ _IDX_SHAPES = {
     "t10k-labels-idx1-ubyte": (2049, (10000,)),
 }
 
+#: The sidecar, next to the unpacked Fashion-MNIST files, holding their SHA-256 sums.
+_SUMS_FILE = "featlearn-sha256.json"
 
-def _check_idx(path: Path, name: str) -> None:
-    """Check an IDX file's magic number, shape and length (Debian recompresses the .gz, so
-    torchvision's MD5 sums of the archives do not apply; the content is what matters)."""
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _idx_problem(path: Path, name: str, sha256: str | None = None) -> str | None:
+    """What is wrong with the IDX file ``path`` (to be ``name``), or None if it is sound.
+
+    Checks the magic number and dimensions in the header, that the size is what the header
+    promises, that labels lie in 0..9, and, when ``sha256`` is given, the content hash.
+    Cheap: a header read, a stat, the labels (at most 60 kB), and one hash pass.
+    """
     magic, shape = _IDX_SHAPES[name]
-    raw = path.read_bytes()
-    header = np.frombuffer(raw[: 4 * (1 + len(shape))], dtype=">i4")
-    if (
-        int(header[0]) != magic
-        or tuple(int(d) for d in header[1:]) != shape
-        or len(raw) != 4 * (1 + len(shape)) + int(np.prod(shape))
-    ):
-        raise DatasetUnavailable(
-            f"{path} is not the Fashion-MNIST file {name} (bad IDX header or size); reinstall dataset-fashion-mnist"
-        )
+    head_len = 4 * (1 + len(shape))
+    with open(path, "rb") as f:
+        head = f.read(head_len)
+    if len(head) < head_len:
+        return f"truncated: {len(head)} bytes, shorter than the {head_len}-byte IDX header"
+    header = [int(v) for v in np.frombuffer(head, dtype=">i4")]
+    if header[0] != magic or tuple(header[1:]) != shape:
+        return f"bad IDX header: magic {header[0]}, dimensions {tuple(header[1:])}; expected {magic}, {shape}"
+    size, expected = path.stat().st_size, head_len + int(np.prod(shape))
+    if size != expected:
+        return f"{'truncated' if size < expected else 'too long'}: {size} bytes, the IDX header promises {expected}"
+    if len(shape) == 1:
+        labels = np.frombuffer(path.read_bytes()[head_len:], dtype=np.uint8)
+        if labels.max() > 9:
+            i = int(np.argmax(labels > 9))
+            return f"label {int(labels[i])} at index {i} is outside 0..9"
+    if sha256 is not None and _sha256(path) != sha256:
+        return f"content differs from the SHA-256 recorded when it was unpacked ({_SUMS_FILE})"
+    return None
+
+
+def _idx_problems(raw: Path, names: list[str]) -> list[tuple[Path, str]]:
+    """The IDX files among ``raw/names`` that exist but are damaged."""
+    out = []
+    for n in names:
+        path = raw / n
+        if path.is_file():
+            problem = _idx_problem(path, n)
+            if problem:
+                out.append((path, problem))
+    return out
+
+
+def _read_sums(raw: Path) -> dict[str, str]:
+    try:
+        sums = json.loads((raw / _SUMS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in sums.items()} if isinstance(sums, dict) else {}
+
+
+def _unpack(src: Path, target: Path) -> str:
+    """Unpack the .gz ``src`` to ``target`` atomically, checking it; returns its SHA-256."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as fout, gzip.open(src, "rb") as fin:
+            for chunk in iter(lambda: fin.read(1 << 22), b""):
+                h.update(chunk)
+                fout.write(chunk)
+        problem = _idx_problem(tmp, target.name)
+        if problem:
+            raise DatasetCorrupt(
+                f"{src}, from the Debian package, is not the Fashion-MNIST file {target.name} ({problem}). "
+                "Fix: `apt-get install --reinstall dataset-fashion-mnist`."
+            )
+        os.replace(tmp, target)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:  # a damaged archive
+        raise DatasetCorrupt(
+            f"cannot unpack {src} from the Debian package ({type(exc).__name__}: {exc}). "
+            "Fix: `apt-get install --reinstall dataset-fashion-mnist`."
+        ) from exc
+    except OSError as exc:
+        if isinstance(exc, DatasetUnavailable) or exc.errno is None:
+            raise
+        raise DataRootError(
+            f"cannot write {target} ({exc.strerror or exc}). {_folder_fix(target.parent)}"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return h.hexdigest()
 
 
 def _stage_debian_fashion_mnist(root: Path, source: Path | None = None) -> bool:
-    """Unpack Debian's Fashion-MNIST into torchvision's layout, checking every IDX file."""
+    """Unpack Debian's Fashion-MNIST into torchvision's layout; check the cached files.
+
+    Every call checks the four cached files (IDX header, size, label range, and the SHA-256
+    recorded in the sidecar when they were unpacked). A damaged one is unpacked again from
+    ``source`` (default: :data:`DEBIAN_FASHION_MNIST`) with a warning naming it; if the
+    package is missing, a damaged file raises :class:`DatasetCorrupt`. Returns False when
+    a file is missing from both the cache and ``source`` (torchvision may then download).
+    """
     from torchvision.datasets import FashionMNIST
 
     source = DEBIAN_FASHION_MNIST if source is None else source
     raw = root / "FashionMNIST" / "raw"
-    todo = []
+    sums = _read_sums(raw)
+    todo: list[tuple[Path, Path]] = []
+    missing = False
     for fname, _md5 in FashionMNIST.resources:
-        target = raw / fname[:-3]
+        target, src = raw / fname[:-3], source / fname
         if target.exists():
-            continue
-        src = source / fname
-        if not src.exists():
-            return False
-        todo.append((src, target))
-    raw.mkdir(parents=True, exist_ok=True)
-    for src, target in todo:
-        tmp = target.with_suffix(".part")
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        _check_idx(tmp, target.name)
-        tmp.rename(target)
+            problem = _idx_problem(target, target.name, sums.get(target.name))
+            if problem is None:
+                if target.name not in sums and src.exists() and os.access(raw, os.W_OK):
+                    todo.append((src, target))  # unpacked before sums were kept: record one now
+                continue
+            if not src.exists():
+                raise _corrupt(
+                    "Fashion-MNIST",
+                    [(target, problem)],
+                    f", or `apt-get install dataset-fashion-mnist` so that it is unpacked again from {source}",
+                )
+            warnings.warn(
+                f"cached Fashion-MNIST file {target} is corrupt ({problem}); unpacking it again from {src}",
+                stacklevel=3,
+            )
+            todo.append((src, target))
+        elif src.exists():
+            todo.append((src, target))
+        else:
+            missing = True
+    if missing:
+        return False
+    if todo:
+        _check_writable(_existing_parent(raw), "the unpacked Fashion-MNIST files")
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataRootError(f"cannot create {raw} ({exc.strerror or exc}). {_folder_fix(root)}") from exc
+        for src, target in todo:
+            sums[target.name] = _unpack(src, target)
+        fd, tmp_name = tempfile.mkstemp(dir=raw, prefix=_SUMS_FILE, suffix=".part")
+        with os.fdopen(fd, "w") as f:
+            json.dump(sums, f, indent=1, sort_keys=True)
+        os.replace(tmp_name, raw / _SUMS_FILE)
     return True
 
 
 def fashion_mnist(split: str = "train", root: str | Path | None = None, download: bool | None = None) -> Any:
     """Fashion-MNIST as ``torchvision.datasets.FashionMNIST`` (60k train / 10k test, 28×28).
 
-    Uses the Debian package's files when present, else torchvision's download.
+    Uses the Debian package's files when present, else torchvision's download. The cached
+    files are checked on every load (see :func:`_stage_debian_fashion_mnist`).
     """
     from torchvision.datasets import FashionMNIST
 
     split = _check_split(split, ("train", "test"))
     r = data_root(root)
     _stage_debian_fashion_mnist(r)
+    raw = r / "FashionMNIST" / "raw"
     return _torchvision(
         "Fashion-MNIST",
         lambda dl: FashionMNIST(str(r), train=split == "train", download=dl),
-        [r / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST],
+        [raw, DEBIAN_FASHION_MNIST],
         "`apt-get install dataset-fashion-mnist`, or put the IDX files in "
-        f"{r / 'FashionMNIST' / 'raw'}, or run with internet access so torchvision downloads them.",
+        f"{raw}, or run with internet access so torchvision downloads them.",
         download,
+        lambda: _idx_problems(raw, list(_IDX_SHAPES)),
     )
 
 
@@ -193,12 +414,17 @@ def mnist(split: str = "train", root: str | Path | None = None, download: bool |
 
     split = _check_split(split, ("train", "test"))
     r = data_root(root)
+    raw = r / "MNIST" / "raw"
+    bad = _idx_problems(raw, list(_IDX_SHAPES))  # torchvision reads MNIST's files unchecked
+    if bad:
+        raise _corrupt("MNIST", bad)
     return _torchvision(
         "MNIST",
         lambda dl: MNIST(str(r), train=split == "train", download=dl),
-        [r / "MNIST" / "raw"],
-        f"run with internet access (torchvision downloads it), or put the IDX files in {r / 'MNIST' / 'raw'}.",
+        [raw],
+        f"run with internet access (torchvision downloads it), or put the IDX files in {raw}.",
         download,
+        lambda: _idx_problems(raw, list(_IDX_SHAPES)),
     )
 
 
@@ -214,6 +440,7 @@ def svhn(split: str = "train", root: str | Path | None = None, download: bool | 
         [r / f"{split}_32x32.mat"],
         f"run with internet access (torchvision downloads it), or put {split}_32x32.mat in {r}.",
         download,
+        lambda: _md5_problems([(r / SVHN.split_list[split][1], SVHN.split_list[split][2])]),
     )
 
 
@@ -229,6 +456,16 @@ def cifar10(split: str = "train", root: str | Path | None = None, download: bool
         [r / "cifar-10-batches-py"],
         f"run with internet access (torchvision downloads it), or unpack cifar-10-python.tar.gz into {r}.",
         download,
+        lambda: _md5_problems(
+            [
+                (r / CIFAR10.base_folder / f, md5)
+                for f, md5 in [
+                    *CIFAR10.train_list,
+                    *CIFAR10.test_list,
+                    (CIFAR10.meta["filename"], CIFAR10.meta["md5"]),
+                ]
+            ]
+        ),
     )
 
 
@@ -244,7 +481,10 @@ def imagenette(
 
     split = _check_split(split, ("train", "val"))
     r = data_root(root) / "imagenette"
-    r.mkdir(parents=True, exist_ok=True)
+    try:
+        r.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataRootError(f"cannot create {r} ({exc.strerror or exc}). {_folder_fix(r.parent)}") from exc
     return _torchvision(
         "Imagenette",
         lambda dl: Imagenette(str(r), split=split, size=size, download=dl, transform=transform),
@@ -473,3 +713,50 @@ def normalize_imagenet(x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+@dataclass(frozen=True)
+class Standardize:
+    """Pad images to a square side with zeros, then normalise each channel by fitted statistics.
+
+    Why: the whitening chapter feeds 28×28 Fashion-MNIST to CIFAR networks (32×32, five
+    pooling stages) normalised per channel like the paper's CIFAR-10 constants; one fitted
+    object applies the same padding and statistics to training, test and PCA images.
+
+    Attributes
+    ----------
+    mean, std
+        (1, C, 1, 1) per-channel mean and standard deviation, fitted on unpadded images.
+    pad
+        Zero padding added on each side (0: none).
+
+    Examples
+    --------
+    >>> prep = Standardize.fit(torch.rand(10, 1, 28, 28), size=32)
+    >>> prep(torch.rand(4, 1, 28, 28)).shape
+    torch.Size([4, 1, 32, 32])
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    pad: int = 0
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, size: int | None = None) -> Standardize:
+        """Fit per-channel mean and std on ``x`` (N, C, H, W); pad to ``size`` when given.
+
+        The padding is ``max(0, (size - W) // 2)`` on every side (the background value 0),
+        added before the normalisation; the statistics are those of the unpadded ``x``.
+        """
+        if x.ndim != 4:
+            raise ValueError(f"x must be (N, C, H, W), got {tuple(x.shape)}")
+        pad = 0 if size is None else max(0, (int(size) - x.shape[-1]) // 2)
+        return cls(x.mean((0, 2, 3), keepdim=True), x.std((0, 2, 3), keepdim=True), pad)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Pad ``x`` (N, C, H, W) and normalise it: ``(pad(x) - mean) / std``."""
+        if x.ndim != 4:
+            raise ValueError(f"x must be (N, C, H, W), got {tuple(x.shape)}")
+        if self.pad:
+            x = torch.nn.functional.pad(x, (self.pad,) * 4)
+        return (x - self.mean) / self.std

@@ -15,7 +15,7 @@ max-normalised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from featlearn import models, train
 from featlearn.linalg import pearson
 
 __all__ = [
@@ -35,6 +36,10 @@ __all__ = [
     "LinearCNN",
     "simulate_linear_cnn",
     "LinearCNNRun",
+    "simulation_fits",
+    "ProfiledRun",
+    "train_with_profiles",
+    "fit_trend",
 ]
 
 
@@ -386,3 +391,190 @@ def simulate_linear_cnn(
         opt.step()
         run.losses.append(loss.item())
     return run
+
+
+def simulation_fits(
+    runs: Mapping[str, LinearCNNRun], components: torch.Tensor, lam2: torch.Tensor
+) -> list[dict[str, float]]:
+    """Per recorded step: t = η·steps and, per run, Pearson r of its ΔW profile with the formula.
+
+    Why: the whitening chapter checks the closed form where it is meant to be exact, on
+    simulated linear CNNs, with nothing fitted: the discrete formula at each step count.
+
+    Parameters
+    ----------
+    runs
+        ``{label: LinearCNNRun}``, all with the same steps and step size ``eta``.
+    components, lam2
+        The PCA of the simulation's patches (eigenvectors as columns, and eigenvalues).
+
+    Returns
+    -------
+    list of dict
+        One row per step: ``"steps"``, ``"t = η·steps"`` and ``"r (label)"`` per run.
+    """
+    if not runs:
+        raise ValueError("runs must hold at least one LinearCNNRun")
+    first = next(iter(runs.values()))
+    for label, run in runs.items():
+        if run.steps != first.steps or run.eta != first.eta:
+            raise ValueError(f"run {label!r} has other steps or another eta than the first run")
+    rows: list[dict[str, float]] = []
+    for k, s in enumerate(first.steps):
+        formula = theory_profile(lam2, s, eta=first.eta)
+        row: dict[str, float] = {"steps": s, "t = η·steps": first.eta * s}
+        for label, run in runs.items():
+            e = energy_profile(run.weights[k], components, init_weight=run.init_weight)
+            row[f"r ({label})"] = pearson(e, formula)
+        rows.append(row)
+    return rows
+
+
+@dataclass
+class ProfiledRun:
+    """Result of :func:`train_with_profiles`.
+
+    Attributes
+    ----------
+    profiles
+        The first layer's ΔW energy profile after every epoch (empty if it was frozen).
+    test_accuracy
+        Test accuracy after the last epoch, or ``None`` without test data.
+    train_accuracy
+        Accuracy on the training set (with the labels trained on) after training.
+    filters
+        Number of first-layer filters.
+    """
+
+    profiles: list[torch.Tensor]
+    test_accuracy: float | None
+    train_accuracy: float
+    filters: int
+
+
+def train_with_profiles(
+    build: Callable[..., nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    components: torch.Tensor,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    width: float = 1.0,
+    num_classes: int = 10,
+    x_test: torch.Tensor | None = None,
+    y_test: torch.Tensor | None = None,
+    freeze_first: bool = False,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    desc: str = "CNN",
+    progress: bool = True,
+) -> ProfiledRun:
+    """Train a CNN by plain SGD and record its first layer's ΔW energy profile every epoch.
+
+    Why: Chowers & Weiss follow the first layer's filters during training of VGG/ResNet;
+    this is one such run, with the paper's setting (SGD, no momentum, cross-entropy).
+
+    ``torch.manual_seed(seed)`` is called, then ``build(C, num_classes, width=width)``
+    makes the network (e.g. :func:`featlearn.models.vgg11_bn`), which is trained by
+    :func:`featlearn.train.train_classifier` with minibatch order seeded by ``seed``.
+
+    Parameters
+    ----------
+    build
+        Network constructor, called as ``build(in_channels, num_classes, width=width)``.
+    x, y
+        Training images (N, C, H, W) and integer labels (N,).
+    components
+        Patch principal components (eigenvectors as columns) from :func:`patch_pca`.
+    epochs, lr, batch_size
+        As in :func:`featlearn.train.train_classifier`.
+    x_test, y_test
+        If given, the test accuracy after the last epoch is returned.
+    freeze_first
+        Keep the first conv at its random init (no profiles are then recorded).
+    seed
+        Seeds the init (global torch RNG) and the minibatch order.
+    device, desc, progress
+        Where to train, and the progress bar's label and switch.
+    """
+    torch.manual_seed(seed)
+    net = build(x.shape[1], num_classes, width=width)
+    if device is not None:
+        net = net.to(device)
+    _, conv = models.first_conv(net)
+    w0 = conv.weight.detach().clone()
+    conv.weight.requires_grad_(not freeze_first)
+    profiles: list[torch.Tensor] = []
+
+    def record(epoch: int, model: nn.Module) -> None:
+        profiles.append(energy_profile(conv.weight, components, init_weight=w0))
+
+    test = x_test is not None and y_test is not None
+    hist = train.train_classifier(
+        net,
+        x,
+        y,
+        epochs=epochs,
+        lr=lr,
+        batch_size=batch_size,
+        optimizer="sgd",
+        x_test=x_test if test else None,
+        y_test=y_test if test else None,
+        seed=seed,
+        progress=progress,
+        desc=desc,
+        on_epoch_end=None if freeze_first else record,
+    )
+    return ProfiledRun(
+        profiles=profiles,
+        test_accuracy=hist.test_accuracy[-1] if test else None,
+        train_accuracy=train.accuracy(net, x, y),
+        filters=conv.weight.shape[0],
+    )
+
+
+def fit_trend(
+    profiles: Mapping[str, Sequence[torch.Tensor]], lam2: torch.Tensor, *, n_tail: int | None = None
+) -> list[dict[str, float | int | str]]:
+    """Per model and epoch: the fitted formula's t and r, and the high-frequency tail energy.
+
+    Why: a published reproduction found the measured tail well above the formula's and
+    blamed under-training; following the fit epoch by epoch tests that explanation.
+
+    Parameters
+    ----------
+    profiles
+        ``{model: [profile after epoch 1, after epoch 2, ...]}``.
+    lam2
+        Patch PCA eigenvalues, in decreasing order.
+    n_tail
+        Number of last (smallest-variance) components averaged as the tail; default a
+        third of them (at least one).
+
+    Returns
+    -------
+    list of dict
+        Rows with ``"model"``, ``"epoch"``, ``"r (formula fit)"``, ``"fitted t"``,
+        ``"tail energy, measured"`` and ``"tail energy, formula"``.
+    """
+    if n_tail is None:
+        n_tail = max(1, len(lam2) // 3)
+    if not 1 <= n_tail <= len(lam2):
+        raise ValueError(f"n_tail must be between 1 and {len(lam2)}, got {n_tail}")
+    rows: list[dict[str, float | int | str]] = []
+    for model, series in profiles.items():
+        for epoch, e in enumerate(series, start=1):
+            t, r = fit_t(e, lam2)
+            rows.append(
+                {
+                    "model": model,
+                    "epoch": epoch,
+                    "r (formula fit)": r,
+                    "fitted t": t,
+                    "tail energy, measured": float(e[-n_tail:].mean()),
+                    "tail energy, formula": float(theory_profile(lam2, t)[-n_tail:].mean()),
+                }
+            )
+    return rows

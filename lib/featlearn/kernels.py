@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from featlearn._validation import check_finite
 from featlearn.linalg import psd_root
 
 __all__ = [
@@ -97,6 +98,7 @@ def _relu_expectations_nograd(
 def _check_images(x: torch.Tensor, name: str) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"{name} must be a 4-D tensor (N, C, H, W), got {getattr(x, 'shape', type(x))}")
+    check_finite(x, name)  # a NaN pixel would spread NaN through its whole row of the kernel
 
 
 def raw_patches(x: torch.Tensor, q: int) -> torch.Tensor:
@@ -130,6 +132,7 @@ def metric_root(M: torch.Tensor | None, d: int, like: torch.Tensor) -> torch.Ten
     if M is None:
         return None
     M = torch.as_tensor(M, dtype=like.dtype, device=like.device)
+    check_finite(M, "the patch metric M")
     if M.shape != (d, d):
         raise ValueError(
             f"M must be ({d}, {d}) for {like.shape[1]}-channel {int(math.isqrt(d // like.shape[1]))}"

@@ -6,7 +6,9 @@ chapter measures the same thing and the AGOP code can find the conv layers by na
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -264,18 +266,57 @@ IMAGENET_MODELS = ("alexnet", "vgg11", "resnet18")
 
 
 class WeightsUnavailable(RuntimeError):
-    """Pretrained weights could not be loaded (no internet and no cached copy)."""
+    """Pretrained weights could not be loaded (no internet and no cached copy, or an unsafe file)."""
 
 
-def imagenet_model(name: str, pretrained: bool, download: bool = True) -> nn.Module:
+def _load_weights_safely(name: str, weights: Any, cached: str) -> dict[str, torch.Tensor]:
+    """torchvision's own ``weights.get_state_dict`` route, unpickling with ``weights_only=True``.
+
+    Why: torchvision's builders load the cached file with ``weights_only=False``, so a file
+    planted at the cache path could run code. Here only plain state dicts (names → tensors)
+    are accepted; anything else raises :class:`WeightsUnavailable` naming the file.
+    """
+    import pickle
+
+    refuse = (
+        f"Fix: delete {cached} and run once with internet access (torchvision downloads it again), "
+        f"or replace it with torchvision's {os.path.basename(cached)} from {weights.url}"
+    )
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsUnavailable(
+            f"{cached} is not a safe state dict: torch.load(weights_only=True) refused it "
+            f"({str(exc).splitlines()[0]}). Only plain state dicts (parameter names → tensors) are "
+            f"accepted, never arbitrary pickles. {refuse}."
+        ) from exc
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise WeightsUnavailable(
+            f"{cached} holds a {type(state).__name__}, not a state dict of tensors: only plain state "
+            f"dicts are accepted as {name} weights. {refuse}."
+        )
+    return dict(state)
+
+
+def imagenet_model(name: str, pretrained: bool, download: bool | None = None) -> nn.Module:
     """A torchvision ImageNet model, with its default pretrained weights or at random init.
+
+    Pretrained weights come from torch hub's cache (``torch.hub.get_dir()/checkpoints``),
+    downloaded there by torchvision if missing and ``download`` allows it (default: unless
+    ``FEATLEARN_OFFLINE`` is set). The file is read with ``torch.load(weights_only=True)``:
+    only a plain state dict is accepted, never an arbitrary pickle.
 
     Raises
     ------
     WeightsUnavailable
-        If ``pretrained`` and torchvision cannot download the weights, naming the fix.
+        If ``pretrained`` and the weights are neither cached nor downloadable, or the cached
+        file is not a safe state dict of this model; the message names the file and the fix.
     """
     import torchvision
+
+    from featlearn.data import offline
 
     if name not in IMAGENET_MODELS:
         raise ValueError(f"unknown ImageNet model {name!r}; choose one of {', '.join(IMAGENET_MODELS)}")
@@ -283,23 +324,37 @@ def imagenet_model(name: str, pretrained: bool, download: bool = True) -> nn.Mod
     if not pretrained:
         return builder(weights=None).eval()
     weights = torchvision.models.get_model_weights(name).DEFAULT
-    if not download:
-        import os
-
-        cached = os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
-        if not os.path.exists(cached):
-            raise WeightsUnavailable(
-                f"pretrained {name} weights are not cached at {cached}; download was not allowed. "
-                "Fix: run once with internet access (e.g. on Colab), or copy the file there."
-            )
+    fname = os.path.basename(weights.url)
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", fname)
+    if download is None:
+        download = not offline()
+    if not download and not os.path.exists(cached):
+        raise WeightsUnavailable(
+            f"pretrained {name} weights are not cached at {cached}; download was not allowed"
+            f"{' (FEATLEARN_OFFLINE is set)' if offline() else ''}. Fix: run once with internet access "
+            f"(e.g. on Colab), or copy torchvision's {fname} (from {weights.url}; a plain state dict, the "
+            "only format accepted) to that path."
+        )
     try:
-        return builder(weights=weights).eval()
+        state = _load_weights_safely(name, weights, cached)
+    except WeightsUnavailable:
+        raise
     except Exception as exc:
         raise WeightsUnavailable(
-            f"could not load pretrained {name} weights ({weights}): {type(exc).__name__}: {exc}. "
-            f"Fix: run with internet access (torchvision downloads {weights.url} into {torch.hub.get_dir()}), "
+            f"could not load pretrained {name} weights ({weights}) from {cached}: {type(exc).__name__}: {exc}. "
+            f"Fix: run with internet access (torchvision downloads {weights.url} into "
+            f"{os.path.dirname(cached)}), or copy torchvision's {fname} (a plain state dict) there, "
             "or use pretrained=False for random-init numbers."
         ) from exc
+    model = builder(weights=None)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsUnavailable(
+            f"{cached} is a state dict but not of torchvision's {name} ({str(exc).splitlines()[0]}). "
+            f"Fix: delete it and run once with internet access, or copy torchvision's {fname} there."
+        ) from exc
+    return model.eval()
 
 
 def cnfa_layers(model: nn.Module) -> list[str]:

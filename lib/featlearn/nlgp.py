@@ -23,9 +23,10 @@ Conventions
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from scipy import integrate
 from torch import nn
 from tqdm.auto import tqdm
 
+from featlearn._validation import check_positive_float, check_positive_int
 from featlearn.linalg import psd_root
 
 __all__ = [
@@ -63,6 +65,8 @@ __all__ = [
     "amplifier",
     "amplifier_table",
     "effective_dynamics",
+    "class_covariances",
+    "single_neuron_phase",
 ]
 
 
@@ -71,11 +75,25 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 
+def _check_xi(xi: float) -> None:
+    if not (math.isfinite(float(xi)) and xi > 0):
+        raise ValueError(f"the correlation length xi must be a finite number > 0, got {xi}")
+
+
+def _check_gains(g: torch.Tensor, who: str) -> None:
+    """Refuse NaN, ±inf and non-positive gains (``g <= 0`` alone lets NaN through)."""
+    bad = ~torch.isfinite(g) | (g <= 0)
+    if bad.any():
+        raise ValueError(
+            f"{who} gains must be finite numbers > 0, got {g.reshape(-1).tolist()} "
+            f"(bad: {g[bad].reshape(-1).tolist()}); a NaN or inf gain gives NaN inputs"
+        )
+
+
 def _check_geometry(D: int, xi: float, dim: int) -> None:
     if D < 2:
         raise ValueError(f"need D >= 2 pixels per side, got {D}")
-    if not xi > 0:
-        raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+    _check_xi(xi)
     if dim not in (1, 2):
         raise ValueError(f"dim must be 1 or 2, got {dim}")
 
@@ -94,8 +112,7 @@ def latent_covariance(D: int, xi: float, *, dim: int = 1, periodic: bool = True)
 def gain_normaliser(g: torch.Tensor | float) -> torch.Tensor:
     """Z(g) = sqrt((2/π) arcsin(2g² / (1 + 2g²))): the standard deviation of erf(g z), z ~ N(0, 1)."""
     g = torch.as_tensor(g, dtype=torch.float64)
-    if (g <= 0).any():
-        raise ValueError("gains must be > 0")
+    _check_gains(g, "NLGP")
     return torch.sqrt(2 / math.pi * torch.arcsin(2 * g**2 / (1 + 2 * g**2)))
 
 
@@ -110,8 +127,7 @@ def nlgp_covariance(c: torch.Tensor, g: float) -> torch.Tensor:
 
 def nlgp_kurtosis(g: float) -> float:
     """Marginal kurtosis E[x⁴] / E[x²]² of the NLGP, by adaptive quadrature over z ~ N(0, 1)."""
-    if not g > 0:
-        raise ValueError(f"gain must be > 0, got {g}")
+    _check_gains(torch.tensor([float(g)], dtype=torch.float64), "NLGP")
     from scipy.special import erf
 
     dens = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)
@@ -126,8 +142,8 @@ def _kur_quantile(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def _check_k(k: float) -> None:
-    if not k > 2:
-        raise ValueError(f"Kur(k) needs k > 2 for a finite variance, got k={k}")
+    if not (math.isfinite(k) and k > 2):
+        raise ValueError(f"Kur(k) needs a finite k > 2 (finite variance), got k={k}")
 
 
 def _kur_moment(k: float, p: int) -> float:
@@ -202,8 +218,7 @@ class Family:
 
     def latent(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
         """z ~ N(0, C_ξ), shape (B, n, pixels), float64."""
-        if not xi > 0:
-            raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+        _check_xi(xi)
         l1 = self._root1(xi)
         if self.dim == 2:  # vec(L₁ W L₁ᵀ) = (L₁ ⊗ L₁) vec(W): 2D³ instead of D⁴ operations per sample
             w = torch.randn(self.B, n, self.D, self.D, generator=generator, dtype=torch.float64)
@@ -224,8 +239,7 @@ class _GainFamily(Family):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if (self.params <= 0).any():
-            raise ValueError(f"{type(self).__name__} gains must be > 0, got {self.params.tolist()}")
+        _check_gains(self.params, type(self).__name__)
 
 
 class NLGP(_GainFamily):
@@ -301,8 +315,7 @@ class Ising(Family):
             raise ValueError("Ising chains are 1D; use dim=1")
 
     def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
-        if not xi > 0:
-            raise ValueError(f"the correlation length xi must be > 0, got {xi}")
+        _check_xi(xi)
         t = math.exp(-1.0 / xi)
         D = self.D
         s = torch.empty(self.B, n, D, dtype=torch.float64)
@@ -388,10 +401,15 @@ def two_class_batch(
     """n fresh examples per network: the first n − n//2 from ξ₀ (label 0), the rest from ξ₁ (label 1).
 
     Returns x (B, n, pixels) float64 and y (n,) in {0, 1}, shared by the networks. Not
-    shuffled: a minibatch gradient is a mean, so the order is irrelevant.
+    shuffled: a minibatch gradient is a mean, so the order is irrelevant. With n = 1
+    (Ingrosso–Goldt's single-sample SGD) the one example's class is drawn at random, each
+    with probability ½, from ``generator``; the halves above would give class 0 every time.
     """
-    if n < 2:
-        raise ValueError(f"need n >= 2 examples per batch, got {n}")
+    n = check_positive_int(n, "n (examples per batch)")
+    if n == 1:
+        label = int(torch.rand((), generator=generator, dtype=torch.float64) < 0.5)
+        x = family.sample(xis[label], 1, generator)
+        return x, torch.full((1,), float(label), dtype=torch.float64)
     n1 = n // 2
     x = torch.cat([family.sample(xis[0], n - n1, generator), family.sample(xis[1], n1, generator)], dim=1)
     y = torch.cat([torch.zeros(n - n1), torch.ones(n1)]).to(torch.float64)
@@ -541,10 +559,16 @@ def train_online(
     The loss of each network is the batch mean of ½(f(x) − y)²; the losses are summed over
     networks, so each network's gradient is its own. ``bias_lr`` defaults to lr / pixels
     (Ingrosso–Goldt). ``record`` lists the steps at which to keep the weights; time is
-    reported as steps / pixels.
+    reported as steps / pixels. ``batch=1`` is single-sample SGD (Ingrosso–Goldt's
+    protocol): each step's one example comes from a class drawn at random (see
+    :func:`two_class_batch`).
     """
-    if steps < 0 or batch < 2 or not lr > 0:
-        raise ValueError(f"need steps >= 0, batch >= 2, lr > 0; got {steps}, {batch}, {lr}")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    batch = check_positive_int(batch, "batch")
+    lr = check_positive_float(lr, "lr (learning rate)")
+    if bias_lr is not None:
+        bias_lr = check_positive_float(bias_lr, "bias_lr (bias learning rate)", allow_zero=True)
     g = torch.Generator().manual_seed(seed)
     pixels = model.w.shape[-1]
     groups = [{"params": [model.w], "lr": lr}]
@@ -643,3 +667,157 @@ def effective_dynamics(
         v = sigma1 @ w
         w = w + tau * (phi(v / torch.sqrt(w @ v)) - total @ w)
     return out
+
+
+def class_covariances(
+    kind: str,
+    param: float,
+    *,
+    D: int,
+    xis: Sequence[float],
+    generator: torch.Generator,
+    n_samples: int = 20000,
+) -> list[torch.Tensor]:
+    """The covariance Σ_ξ of each class, exact for the NLGP, estimated from samples otherwise.
+
+    Why: the effective single-neuron dynamics (:func:`effective_dynamics`) need the two
+    classes' covariances; the NLGP's is known in closed form, the other families' are
+    estimated by the second moment xᵀx/n (their means are zero).
+
+    Parameters
+    ----------
+    kind
+        A family name of :func:`make_family` (``"nlgp"``, ``"gaussian"``, ``"kur"``, ...).
+    param
+        The family's parameter (the gain for ``nlgp`` and ``gaussian``, k for ``kur``).
+    D
+        Pixels on the ring.
+    xis
+        Correlation lengths, one per class.
+    generator
+        Draws the samples (not used for ``nlgp``). The classes are sampled in the order
+        of ``xis``, ``n_samples`` each.
+    n_samples
+        Samples per class for the estimate.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One (D, D) float64 matrix per entry of ``xis``.
+    """
+    if kind == "nlgp":
+        return [nlgp_covariance(latent_covariance(D, xi), param) for xi in xis]
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    fam = make_family(kind, [param], D=D)
+    out = []
+    for xi in xis:
+        xs = fam.sample(xi, n_samples, generator)[0]
+        out.append(xs.T @ xs / len(xs))
+    return out
+
+
+def single_neuron_phase(
+    families: Mapping[str, tuple[str, Sequence[float]]],
+    *,
+    D: int,
+    xis: Sequence[float],
+    seeds: int,
+    steps: int,
+    batch: int,
+    lr: float,
+    generator: torch.Generator,
+    init_std: float = 0.1,
+    init_seed: int = 0,
+    train_seed: int = 0,
+    n_check: int = 4000,
+    progress: bool = True,
+) -> tuple[Any, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Lufkin et al.'s phase diagram: a single ReLU neuron trained on every family, its final IPR and κ.
+
+    Why: the claim that κ decides localization needs the final IPR of many runs against
+    the marginal kurtosis of their data, family by family; this is that experiment, one
+    batched training per family.
+
+    For each family in order: its members (every parameter value, ``seeds`` times) train
+    from the same initial weights (a :class:`TwoLayer` with one ReLU unit and no bias,
+    ``init_std``, generator seeded with ``init_seed``) by :func:`train_online` (seed
+    ``train_seed``); then ``n_check`` fresh samples of both classes, drawn from
+    ``generator``, give the empirical kurtosis.
+
+    Parameters
+    ----------
+    families
+        Label → (family name for :func:`make_family`, parameter values).
+    D, xis
+        Pixels on the ring, and the two classes' correlation lengths.
+    seeds
+        Networks per parameter value.
+    steps, batch, lr
+        As in :func:`train_online`.
+    generator
+        Draws the samples for the empirical kurtosis (and nothing else).
+    init_std, init_seed, train_seed
+        The initial weights' scale and seed, and the training batches' seed.
+    n_check
+        Samples (both classes together) per member for the empirical kurtosis.
+    progress
+        Progress bars.
+
+    Returns
+    -------
+    phase, init, final
+        A pandas DataFrame with one row per network (``family``, ``parameter``, ``seed``,
+        ``kappa``: analytic where a closed form exists, else the empirical value,
+        ``kappa_empirical`` and ``ipr`` of the final weights), and per family label the
+        initial and final weights, (members, D).
+    """
+    import pandas as pd
+
+    rows: list[dict[str, Any]] = []
+    init: dict[str, torch.Tensor] = {}
+    final: dict[str, torch.Tensor] = {}
+    pair = (float(xis[0]), float(xis[1]))
+    for label, (kind, params) in families.items():
+        p = torch.tensor(params, dtype=torch.float64).repeat_interleave(seeds)
+        fam = make_family(kind, p, D=D)
+        net = TwoLayer(
+            len(p),
+            1,
+            D,
+            activation="relu",
+            convention="lufkin",
+            bias=False,
+            init_std=init_std,
+            generator=torch.Generator().manual_seed(init_seed),
+        )
+        init[label] = net.w.detach().clone()[:, 0]
+        run = train_online(
+            net,
+            fam,
+            pair,
+            steps=steps,
+            batch=batch,
+            lr=lr,
+            record=[steps],
+            seed=train_seed,
+            progress=progress,
+            desc=f"single neuron, {label}",
+        )
+        final[label] = run.weights[-1][:, 0]
+        x_check, _ = two_class_batch(fam, pair, n_check, generator)  # both classes: the marginal SGD sees
+        kappa_emp = [kurtosis(xs) for xs in x_check]
+        kappa = fam.kurtosis()  # analytic; NaN where there is no closed form (single pulse)
+        for i in range(len(p)):
+            k_an = float(kappa[i])
+            rows.append(
+                {
+                    "family": label,
+                    "parameter": float(p[i]),
+                    "seed": i % seeds,
+                    "kappa": kappa_emp[i] if math.isnan(k_an) else k_an,
+                    "kappa_empirical": kappa_emp[i],
+                    "ipr": float(ipr(final[label][i])),
+                }
+            )
+    return pd.DataFrame(rows), init, final

@@ -5,7 +5,8 @@ Why: a reader would rather look than read; one style across chapters makes figur
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +20,7 @@ __all__ = [
     "plot_layer_correlations",
     "plot_energy_profiles",
     "plot_spectra",
+    "plot_iterations",
 ]
 
 
@@ -206,3 +208,47 @@ def plot_spectra(spectra: dict[str, torch.Tensor], *, ax: plt.Axes | None = None
     ax.set_ylabel("λ² / Σλ² (fraction of patch variance)")
     ax.legend(fontsize=8)
     return ax
+
+
+def plot_iterations(
+    tables: Mapping[str, Any],
+    reference: Mapping[str, float] | None = None,
+    *,
+    column: str = "test",
+    title: str = "",
+) -> plt.Figure:
+    """Accuracy per ConvRFM iteration, one line per machine, a dashed line per reference model.
+
+    Why: the ConvRFM chapter's question is whether learning the patch metric beats the
+    fixed kernel (iteration 0), and how it compares with a trained network.
+
+    Parameters
+    ----------
+    tables
+        Label → a table indexed by iteration with an accuracy column in [0, 1], as
+        :meth:`featlearn.rfm.ConvRFM.history_frame` returns.
+    reference
+        Label → an accuracy in [0, 1], drawn as a horizontal dashed line.
+    column
+        The table column to plot (default ``"test"``).
+    title
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure, accuracies in percent.
+    """
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, t in tables.items():
+        ax.plot(t.index, 100 * t[column], marker="o", label=label)
+    for label, acc in (reference or {}).items():
+        ax.axhline(100 * acc, ls="--", color="gray", label=label)
+    ax.set(
+        xlabel="ConvRFM iteration (0 = fixed CNTK)",
+        ylabel=f"{column} accuracy (%)",
+        title=title,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -10,13 +10,16 @@ Interface follows scikit-learn: ``ConvRFM(...).fit(X, y).predict(X)`` and ``scor
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from featlearn import kernels
-from featlearn._validation import check_is_fitted
+from featlearn._validation import check_finite, check_is_fitted
 from featlearn.linalg import matrix_power_psd
 
 __all__ = [
@@ -50,6 +53,9 @@ def predictor_patch_agop(
     """
     if alpha.ndim != 2 or len(alpha) != len(x_train):
         raise ValueError(f"alpha must be ({len(x_train)}, outputs), got {tuple(alpha.shape)}")
+    check_finite(x, "x")
+    check_finite(x_train, "x_train")
+    check_finite(alpha, "alpha (the kernel machine's coefficients)")
     root = kernels.metric_root(M, x.shape[1] * q * q, x)
     n_out = alpha.shape[1]
     d = x.shape[1] * q * q
@@ -131,8 +137,17 @@ class ConvRFM:
 
     # -- validation -------------------------------------------------------------------
     def _check_params(self) -> None:
-        if not self.regs or any(r < 0 for r in self.regs):
-            raise ValueError(f"regs must be a non-empty list of λ >= 0, got {self.regs}")
+        bad = [
+            r
+            for r in self.regs
+            if isinstance(r, bool) or not isinstance(r, numbers.Real) or not math.isfinite(r) or r < 0
+        ]
+        if not self.regs or bad:
+            raise ValueError(
+                f"regs must be a non-empty list of finite ridge values λ >= 0, got {self.regs}"
+                + (f" (bad: {bad})" if bad else "")
+                + "; e.g. regs=(1e-4, 1e-3, 1e-2). A NaN, inf or negative λ makes the kernel solve fail."
+            )
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if not 0 < self.val_fraction < 1:
@@ -151,6 +166,7 @@ class ConvRFM:
                 f"labels for {name} must be a 1-D tensor of {len(X)} integers, "
                 f"got {getattr(y, 'shape', type(y))}"
             )
+        check_finite(X, name)  # a NaN pixel would make the kernel, and every prediction, NaN
 
     # -- fitting --------------------------------------------------------------------------
     def _kernel(self, a: torch.Tensor, b: torch.Tensor | None, M: torch.Tensor | None) -> torch.Tensor:
@@ -265,6 +281,40 @@ class ConvRFM:
         check_is_fitted(self, "M_")
         return self.M_.cpu() if self.best_iteration_ > 0 else self.history_[-1].M
 
+    def history_frame(self) -> Any:
+        """One row per iteration: the λ chosen on validation and the accuracies it gave.
+
+        Why: the chapters show how accuracy moves over the recursion; a tidy table of the
+        fit's :attr:`history_` is what they print and plot.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``iteration`` (0 = the fixed kernel), with columns
+            ``"λ (relative)"`` (the λ chosen on validation at that iteration), ``train``,
+            ``validation`` (at that λ) and ``test`` (the accuracy on fit's ``monitor``
+            set; NaN when there was none).
+
+        Examples
+        --------
+        >>> model.fit(X, y, X_val, y_val, monitor=(X_test, y_test))  # doctest: +SKIP
+        >>> model.history_frame()["test"].iloc[0]  # the fixed CNTK's test accuracy  # doctest: +SKIP
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "history_")
+        rows = [
+            {
+                "iteration": h.iteration,
+                "λ (relative)": float(h.reg),
+                "train": h.train_accuracy,
+                "validation": h.val_accuracy[h.reg],
+                "test": math.nan if h.monitor_accuracy is None else h.monitor_accuracy,
+            }
+            for h in self.history_
+        ]
+        return pd.DataFrame(rows).set_index("iteration")
+
 
 class DeepConvRFM:
     """Deep ConvRFM: ConvRFM layer by layer, each layer's metric turned into random filters.
@@ -350,6 +400,7 @@ class DeepConvRFM:
         (X, y, X_val, y_val), reused as layer 0 instead of fitting the same machine twice.
         """
         layers = self.depth if self.layers is None else self.layers
+        self._layer_machine(self.depth)._check_params()  # refuse bad λ etc. before any layer is fitted
         if first_layer is not None:
             if not hasattr(first_layer, "alpha_") or first_layer.depth != self.depth or X_val is None:
                 raise ValueError(
@@ -366,6 +417,10 @@ class DeepConvRFM:
         if self.n_filters < 1:
             raise ValueError(f"n_filters must be >= 1, got {self.n_filters}")
         ConvRFM._check_xy(X, y)
+        if X_val is not None:
+            ConvRFM._check_xy(X_val, y_val, "X_val")
+        if monitor is not None:
+            ConvRFM._check_xy(monitor[0], monitor[1], "monitor images")
         if X_val is None:
             X, y, X_val, y_val = validation_split(X, y, self.val_fraction, self.seed)
         gen = torch.Generator().manual_seed(self.seed)
@@ -411,6 +466,40 @@ class DeepConvRFM:
         check_is_fitted(self, "models_")
         layer = range(len(self.models_))[layer]
         return self.models_[layer].score(self._featurise(X, layer), y)
+
+    def layers_frame(self, X_test: torch.Tensor, y_test: torch.Tensor) -> Any:
+        """One row per layer: its CNTK depth, input channels, chosen iteration and accuracies.
+
+        Why: the chapter compares the layers of a Deep ConvRFM; this is that comparison as
+        a tidy table, each layer scored on (``X_test``, ``y_test``) by :meth:`score`.
+
+        Parameters
+        ----------
+        X_test, y_test
+            Images (N, C, H, W) and labels (N,) every layer's machine is scored on.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``layer``, with columns ``CNTK depth``, ``input channels``,
+            ``best iteration``, ``validation`` (that layer's best validation accuracy) and
+            ``test``.
+        """
+        import pandas as pd
+
+        check_is_fitted(self, "models_")
+        rows = [
+            {
+                "layer": i,
+                "CNTK depth": m.depth,
+                "input channels": m.X_train_.shape[1],
+                "best iteration": m.best_iteration_,
+                "validation": m.best_val_accuracy_,
+                "test": self.score(X_test, y_test, layer=i),
+            }
+            for i, m in enumerate(self.models_)
+        ]
+        return pd.DataFrame(rows).set_index("layer")
 
 
 def validation_split(

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from featlearn._validation import check_finite, check_positive_float
+
 __all__ = ["History", "train_classifier", "accuracy", "predict"]
 
 
@@ -85,6 +87,11 @@ def train_classifier(
         raise ValueError(f"x and y must have the same length, got {len(x)} and {len(y)}")
     if epochs < 0 or batch_size < 1:
         raise ValueError(f"need epochs >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
+    check_positive_float(lr, "lr (learning rate)")  # inf or NaN would train silently to NaN weights
+    check_positive_float(momentum, "momentum", allow_zero=True)
+    check_finite(x, "x")  # once here, not per minibatch
+    if x_test is not None:
+        check_finite(x_test, "x_test")
     dev = next(model.parameters()).device
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr)

@@ -111,12 +111,18 @@ class Chapter:
         Raises
         ------
         ParameterError
-            For an unknown profile, an unknown parameter name or a value of the wrong type.
+            For an unknown profile, an unknown parameter name, a value of the wrong type,
+            or ``profile`` given as an override (it would be ignored; use ``--profile``).
         """
         if profile not in self.profiles:
             raise ParameterError(
                 f"chapter {self.name!r}: unknown profile {profile!r}; "
                 f"valid profiles: {', '.join(sorted(self.profiles))}"
+            )
+        if overrides and "profile" in overrides:
+            raise ParameterError(
+                f"chapter {self.name!r}: `profile` is chosen with --profile, not as an override; "
+                f"use `--profile {overrides['profile']}` instead of `profile={overrides['profile']}`"
             )
         values = {k: p.default for k, p in self.parameters.items()}
         for source, items in (
@@ -238,15 +244,25 @@ def read_chapter(path: str | Path) -> Chapter:
     Raises
     ------
     ParameterError
-        If the first code cell is not tagged ``parameters``, the cell is not pure
+        If the YAML front matter does not parse, the first code cell is not tagged
+        ``parameters``, the cell is not pure
         literals, a required profile is missing, or a profile names an unknown
         parameter or a value of the wrong type.
     """
     import jupytext
+    import yaml
 
     path = Path(path)
     try:
         nb = jupytext.read(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParameterError(
+            f"chapter {path.stem!r} ({path}): its YAML front matter (between the `---` lines) "
+            f"is broken{where}: {problem}; fix the YAML there"
+        ) from exc
     except KeyError as exc:  # jupytext drops `key: null` front-matter entries and can trip on them
         raise ParameterError(
             f"chapter {path.stem!r}: could not read its front matter (key {exc}); "

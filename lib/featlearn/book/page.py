@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import platform
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -33,16 +34,64 @@ def in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform.processor()``, else None."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name") and ":" in line:
+                    name = line.split(":", 1)[1].strip()
+                    if name:
+                        return name
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _blas() -> str | None:
+    """Which BLAS does the linear algebra: torch's build and, if threadpoolctl is there, numpy's."""
+    parts = []
+    try:
+        m = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+        if m:
+            parts.append(f"torch: {m.group(1)}")
+    except Exception:  # provenance is best effort
+        pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        if blas:
+            i = blas[0]
+            version = f" {i['version']}" if i.get("version") else ""
+            parts.append(f"numpy: {i.get('internal_api')}{version} ({i.get('num_threads')} threads)")
+    except Exception:  # threadpoolctl is optional
+        pass
+    return "; ".join(parts) or None
+
+
 def environment(device: torch.device) -> dict[str, Any]:
-    """Facts about the machine that ran a chapter, for the provenance box."""
+    """Facts about the machine that ran a chapter, for the provenance box.
+
+    Besides device, torch, Python and CUDA, it records torch's CPU thread count
+    (``threads``), which changes timings and, through reduction order, the last digits
+    of results, the BLAS (``blas``) and the CPU model (``cpu``); the last two are left
+    out when they cannot be found.
+    """
+    blas, cpu = _blas(), _cpu_model()
     env: dict[str, Any] = {
         "device": str(device),
-        "device_name": platform.processor() or platform.machine(),
+        "device_name": cpu or platform.machine(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cuda": torch.version.cuda,
         "colab": in_colab(),
+        "threads": torch.get_num_threads(),
     }
+    if blas:
+        env["blas"] = blas
+    if cpu:
+        env["cpu"] = cpu
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env

@@ -5,21 +5,31 @@ profile (plus ``key=value`` overrides, refused up front when invalid) into a sta
 copy; the build then runs ``jupyter-book build -W -n`` with execution off, gathers every
 claim into ``_build/claims.json`` and the Scorecard page, and writes a provenance box at
 the top of each chapter page.
+
+Reliability: a chapter executes into a temporary file next to its destination and is
+renamed into place only when every cell ran, so an interrupted or killed run never leaves
+a half-executed notebook where a finished one is expected; the cache key is removed before
+executing and written last; a reused notebook is checked to be complete; one build at a
+time holds ``_build/.lock``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as _dt
 import hashlib
 import json
 import os
+import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +46,19 @@ __all__ = [
     "ChapterFailed",
     "Book",
     "execute_chapter",
+    "check_output_path",
+    "incomplete_reason",
     "build",
     "git_commit",
 ]
 
 _CUSTOM_MIMES = (ENV_MIME, _claims.CLAIM_MIME)
+
+#: Suffix of the temporary file a chapter executes into before it is renamed into place.
+PARTIAL_SUFFIX = ".partial.ipynb"
+
+#: Lock file that keeps two builds of one book apart, inside ``_build/``.
+LOCK_NAME = ".lock"
 
 
 class BuildError(RuntimeError):
@@ -135,6 +153,141 @@ def _first_line(src: str) -> str:
     return "(empty cell)"
 
 
+def _runs(cell: Any) -> bool:
+    """True for a code cell that nbclient executes (not empty, not tagged skip-execution)."""
+    return (
+        cell.cell_type == "code"
+        and bool(cell.source.strip())
+        and "skip-execution" not in cell.metadata.get("tags", [])
+    )
+
+
+def _chapter_cell_number(nb: nbformat.NotebookNode, index: int) -> int:
+    """Number (from 1) of cell ``index`` among the chapter's own code cells (papermill's injected cell left out)."""
+    return sum(
+        1
+        for c in nb.cells[: index + 1]
+        if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])
+    )
+
+
+def incomplete_reason(nb: nbformat.NotebookNode) -> str | None:
+    """Why an executed notebook is not a finished, error-free papermill run, or None if it is.
+
+    Checks papermill's notebook metadata (an exception, no end time) and that every
+    code cell ran (has an execution count) without an error output.
+    """
+    pm_meta = nb.metadata.get("papermill")
+    if not pm_meta:
+        return "it has no papermill record"
+    if pm_meta.get("exception"):
+        return "papermill recorded an exception"
+    if not pm_meta.get("end_time"):
+        return "its run never finished"
+    for i, cell in enumerate(nb.cells):
+        if not _runs(cell):
+            continue
+        n = _chapter_cell_number(nb, i)
+        if cell.get("execution_count") is None:
+            return f"code cell {n} [{_first_line(cell.source)}] never ran"
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return f"code cell {n} [{_first_line(cell.source)}] has an error"
+        status = cell.metadata.get("papermill", {}).get("status")
+        if status not in (None, "completed"):
+            return f"code cell {n} [{_first_line(cell.source)}] is {status}"
+    return None
+
+
+def _running_cell(partial: Path) -> tuple[int, str] | None:
+    """The code cell a run stopped in: the last one papermill started, from its saved notebook."""
+    try:
+        nb = nbformat.read(partial, as_version=4)
+    except Exception:  # a missing or torn file just means "unknown"
+        return None
+    last = None
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell.metadata.get("papermill", {}).get("start_time"):
+            last = i
+    if last is None:
+        return None
+    return _chapter_cell_number(nb, last), _first_line(nb.cells[last].source)
+
+
+def check_output_path(output: Path, chapters: Iterable[Chapter]) -> None:
+    """Refuse an executed notebook's destination that is a chapter source, a ``.md`` file or a folder.
+
+    Raises
+    ------
+    BuildError
+        Naming the path and what to use instead.
+    """
+    output = Path(output)
+    target = output.resolve()
+    sources = {c.path.resolve() for c in chapters} | {
+        c.path.with_suffix(".ipynb").resolve() for c in chapters
+    }
+    if target.suffix.lower() == ".md" or target in sources:
+        raise BuildError(
+            f"refusing to write the executed notebook onto {output}: it is a chapter source or a "
+            "Markdown page, and would be overwritten; write it to an .ipynb path outside the "
+            "sources instead (default: _build/runs/<chapter>-<profile>.ipynb)"
+        )
+    if target.is_dir():
+        raise BuildError(
+            f"cannot write the executed notebook to {output}: it is a folder; give a file name such as "
+            f"{output / 'out.ipynb'}"
+        )
+
+
+def _os_reason(exc: OSError) -> str:
+    """``"File exists: /a/b"``: the OS's reason and the path it concerns."""
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {exc.filename}" if exc.filename else reason
+
+
+def _keep_failed(partial: Path, failed_dir: Path | None, name: str) -> str:
+    """Copy a partly executed notebook into ``failed_dir``; the sentence that says where, or ''."""
+    if failed_dir is None or not partial.exists():
+        return ""
+    try:
+        failed_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(partial, failed_dir / name)
+    except OSError as exc:
+        return f"\n(The partly executed notebook could not be kept in {failed_dir}: {exc}.)"
+    return f"\nThe partly executed notebook is at {failed_dir / name}."
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt meanwhile, so that cleanup code (finally) runs.
+
+    nbclient installs its own SIGINT/SIGTERM handlers while a kernel runs (it shuts the
+    kernel down, which ends the run); this covers the time around that.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    """Write ``path`` through a temporary file and a rename, so it is never half written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def execute_chapter(
     chapter: Chapter,
     params: Mapping[str, Any],
@@ -145,63 +298,102 @@ def execute_chapter(
 ) -> tuple[nbformat.NotebookNode, float]:
     """Execute one chapter with papermill, writing the executed notebook to ``output``.
 
+    The chapter runs into a temporary file in ``output``'s folder, which is renamed to
+    ``output`` only when every cell has run; if the run fails or is interrupted
+    (Ctrl-C, SIGTERM) the temporary file is removed and ``output`` is left as it was.
+
     Returns the executed notebook and the wall time in seconds.
 
     Raises
     ------
     ChapterFailed
-        If a cell raises. The message names the chapter, the cell (its number among
-        the chapter's code cells and its first line) and the error; the partially
-        executed notebook is kept in ``failed_dir``.
+        If a cell raises or the kernel dies (``os._exit``, a crash, out of memory).
+        The message names the chapter, the cell (its number among the chapter's code
+        cells and its first line) and the error; the partially executed notebook is
+        kept in ``failed_dir``.
+    BuildError
+        If ``output`` is a chapter source, a ``.md`` file, a folder, or cannot be written.
     """
     import logging
 
     import papermill as pm
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
     # Parameters were checked by Chapter.resolve; papermill's own guesser misreads
     # annotations such as `x: int | None` and would warn about valid names.
     logging.getLogger("papermill").setLevel(logging.ERROR)
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_output_path(output, [chapter])
+    partial = output.parent / f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        partial.touch(exist_ok=False)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot write the executed notebook of chapter {chapter.name!r} to {output}: "
+            f"{_os_reason(exc)}; choose a writable path"
+        ) from None
+    where = f"chapter {chapter.name!r} ({chapter.path.name})"
     nb = copy.deepcopy(chapter.notebook)
     nb.metadata.pop("jupytext", None)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / f"{chapter.name}.ipynb"
-        nbformat.write(nb, src)
-        t0 = time.time()
-        # A non-interactive MPLBACKEND (e.g. Agg) in the environment would stop the
-        # kernel's inline backend, and figures would silently vanish from the page.
-        saved_backend = os.environ.pop("MPLBACKEND", None)
-        try:
-            pm.execute_notebook(
-                str(src),
-                str(output),
-                parameters=dict(params),
-                kernel_name="python3",
-                progress_bar=progress,
-                cwd=str(chapter.path.parent),
-                log_output=False,
-            )
-        except pm.PapermillExecutionError as exc:
-            code_cells = [c.source for c in chapter.notebook.cells if c.cell_type == "code"]
-            number = next(
-                (i + 1 for i, src in enumerate(code_cells) if src.strip() == exc.source.strip()), "?"
-            )
-            kept = ""
-            if failed_dir is not None:
-                failed_dir.mkdir(parents=True, exist_ok=True)
-                shutil.copy(output, failed_dir / output.name)
-                kept = f"\nThe partly executed notebook is at {failed_dir / output.name}."
-            output.unlink(missing_ok=True)
-            raise ChapterFailed(
-                f"chapter {chapter.name!r} ({chapter.path.name}) failed in code cell {number} "
-                f"[{_first_line(exc.source)}]:\n    {exc.ename}: {exc.evalue}{kept}"
-            ) from None
-        finally:
-            if saved_backend is not None:
-                os.environ["MPLBACKEND"] = saved_backend
-    wall = time.time() - t0
-    return nbformat.read(output, as_version=4), wall
+    try:
+        with tempfile.TemporaryDirectory() as tmp, _sigterm_interrupts():
+            src = Path(tmp) / f"{chapter.name}.ipynb"
+            nbformat.write(nb, src)
+            t0 = time.time()
+            # A non-interactive MPLBACKEND (e.g. Agg) in the environment would stop the
+            # kernel's inline backend, and figures would silently vanish from the page.
+            saved_backend = os.environ.pop("MPLBACKEND", None)
+            try:
+                pm.execute_notebook(
+                    str(src),
+                    str(partial),
+                    parameters=dict(params),
+                    kernel_name="python3",
+                    progress_bar=progress,
+                    cwd=str(chapter.path.parent),
+                    log_output=False,
+                )
+            except pm.PapermillExecutionError as exc:
+                code_cells = [c.source for c in chapter.notebook.cells if c.cell_type == "code"]
+                number = next(
+                    (i + 1 for i, src in enumerate(code_cells) if src.strip() == exc.source.strip()), "?"
+                )
+                kept = _keep_failed(partial, failed_dir, output.name)
+                raise ChapterFailed(
+                    f"{where} failed in code cell {number} "
+                    f"[{_first_line(exc.source)}]:\n    {exc.ename}: {exc.evalue}{kept}"
+                ) from None
+            except (DeadKernelError, CellTimeoutError) as exc:
+                cell = _running_cell(partial)
+                in_cell = f"code cell {cell[0]} [{cell[1]}]" if cell else "an unknown cell"
+                kept = _keep_failed(partial, failed_dir, output.name)
+                what = (
+                    "timed out"
+                    if isinstance(exc, CellTimeoutError)
+                    else "the kernel died (a cell called os._exit, the interpreter crashed, the "
+                    "machine ran out of memory, or the run was interrupted)"
+                )
+                raise ChapterFailed(
+                    f"{where} failed in {in_cell}: {what}:\n    {type(exc).__name__}: {exc}\n"
+                    f"If memory ran out, try a smaller profile (e.g. --profile tiny) or smaller "
+                    f"parameters.{kept}"
+                ) from None
+            finally:
+                if saved_backend is not None:
+                    os.environ["MPLBACKEND"] = saved_backend
+            wall = time.time() - t0
+            executed = nbformat.read(partial, as_version=4)
+            try:
+                os.replace(partial, output)
+            except OSError as exc:
+                raise BuildError(
+                    f"cannot write the executed notebook of chapter {chapter.name!r} to {output}: "
+                    f"{_os_reason(exc)}; choose a writable path"
+                ) from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return executed, wall
 
 
 def _env_of(nb: nbformat.NotebookNode, name: str) -> dict[str, Any]:
@@ -226,12 +418,13 @@ def provenance_markdown(chapter: Chapter, info: Mapping[str, Any]) -> str:
     other = [p for p in chapter.profiles if p != info["profile"] and p != "tiny"]
     rerun = "; ".join(f"`featlearn run {chapter.name} --profile {p}`" for p in other)
     device = env["device"] + (f" ({env['device_name']})" if env.get("device_name") else "")
+    threads = f" · **threads** {env['threads']}" if env.get("threads") is not None else ""
     return "\n".join(
         [
             "```{admonition} How this page was produced",
             ":class: note provenance",
             "",
-            f"**Profile** `{info['profile']}` · **device** {device} · **torch** {env['torch']} · "
+            f"**Profile** `{info['profile']}` · **device** {device}{threads} · **torch** {env['torch']} · "
             f"**commit** `{info['commit']}` · **date** {info['date']} · **wall time** {_fmt_wall(info['wall'])}",
             "",
             f"**Parameters:** {params}",
@@ -298,6 +491,11 @@ def _split_overrides(chapters: list[Chapter], overrides: Mapping[str, Any]) -> d
     names = {c.name: c for c in chapters}
     per: dict[str, dict[str, Any]] = {c.name: {} for c in chapters}
     for key, val in overrides.items():
+        if key.rsplit(".", 1)[-1] == "profile":
+            raise ParameterError(
+                f"override {key}={val!r}: the profile is chosen with --profile, not as an override "
+                f"(it would be ignored); use `featlearn build --profile {val}`"
+            )
         if "." in key:
             ch, param = key.split(".", 1)
             if ch not in names:
@@ -325,6 +523,52 @@ def _jupyter_book() -> list[str]:
     if not found:
         raise BuildError("jupyter-book is not installed; install the book extra: pip install -e '.[book]'")
     return [found]
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """Hold ``<out>/.lock`` (non-blocking ``flock``) so that two builds of one book never overlap.
+
+    Raises
+    ------
+    BuildError
+        If another process holds the lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock on Windows; builds there are unguarded
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise BuildError(
+                f"another featlearn build{who} is running on this book (lock file {path}); wait for it "
+                f"to finish or stop it. The lock is released when that process ends; if no build is "
+                f"running, remove {path}"
+            ) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def build(
@@ -358,14 +602,39 @@ def build(
     -------
     Path
         ``<root>/_build``, holding ``html/``, ``claims.json`` and ``stage/``.
-    """
-    from tqdm.auto import tqdm
 
+    Raises
+    ------
+    ParameterError
+        For a bad profile or override (before anything runs).
+    ChapterFailed
+        When a chapter's cell raises or its kernel dies.
+    BuildError
+        When another build of this book is running, or jupyter-book fails.
+    """
     book = Book(Path(root))
     out = book.root / "_build"
     chapters = book.chapters()
     per = _split_overrides(chapters, overrides or {})
     resolved = {c.name: c.resolve(profile, per[c.name]) for c in chapters}  # refuse bad input before running
+    with _build_lock(out):
+        return _build_locked(
+            book, out, chapters, resolved, profile, force=force, progress=progress, html=html
+        )
+
+
+def _build_locked(
+    book: Book,
+    out: Path,
+    chapters: list[Chapter],
+    resolved: Mapping[str, dict[str, Any]],
+    profile: str,
+    *,
+    force: bool,
+    progress: bool,
+    html: bool,
+) -> Path:
+    from tqdm.auto import tqdm
 
     stage = out / "stage"
     if stage.exists():
@@ -392,6 +661,8 @@ def build(
     lib = _library_hash()
     cache = out / "executed"
     cache.mkdir(parents=True, exist_ok=True)
+    for leftover in cache.glob(f".*{PARTIAL_SUFFIX}"):  # left by a run killed outright (SIGKILL)
+        leftover.unlink(missing_ok=True)
     gathered: list[_claims.Claim] = []
     bar = tqdm(chapters, desc="chapters", unit="chapter", disable=not progress)
     for ch in bar:
@@ -403,9 +674,23 @@ def build(
             ).encode()
         ).hexdigest()
         cached_nb, cached_info = cache / f"{ch.name}.ipynb", cache / f"{ch.name}.json"
-        info = json.loads(cached_info.read_text()) if cached_info.exists() else {}
-        if force or info.get("key") != key or not cached_nb.exists():
+        info = _read_json(cached_info)
+        stale = force or info.get("key") != key or not cached_nb.exists()
+        if not stale:
+            try:
+                nb = nbformat.read(cached_nb, as_version=4)
+                problem = incomplete_reason(nb)
+            except Exception as exc:  # a torn file is re-executed, whatever the error
+                problem = f"it cannot be read ({type(exc).__name__})"
+            if problem is not None:
+                tqdm.write(f"{ch.name}: the cached notebook {cached_nb} is incomplete ({problem})")
+                stale = True
+        if stale:
             tqdm.write(f"executing {ch.name} at profile {profile!r}")
+            # The key goes first and is written last: a run that stops halfway leaves no
+            # key, and the next build executes the chapter again.
+            cached_info.unlink(missing_ok=True)
+            cached_nb.unlink(missing_ok=True)
             nb, wall = execute_chapter(ch, params, cached_nb, progress=progress, failed_dir=out / "failed")
             info = {
                 "key": key,
@@ -416,10 +701,9 @@ def build(
                 "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                 "env": _env_of(nb, ch.name),
             }
-            cached_info.write_text(json.dumps(info, indent=2, default=str))
+            _write_text_atomic(cached_info, json.dumps(info, indent=2, default=str))
         else:
             tqdm.write(f"{ch.name}: unchanged since its last run, reusing it")
-            nb = nbformat.read(cached_nb, as_version=4)
         gathered += _claims.claims_from_notebook(nb)
         nbformat.write(
             _stage_notebook(nb, ch, info), stage / ch.path.relative_to(book.root).with_suffix(".ipynb")

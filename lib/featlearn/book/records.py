@@ -1,0 +1,593 @@
+"""Records: chapters run over several seeds, kept in the repository, shown on the scorecard.
+
+Why: the site's chapters run at one seed and the ``fast`` profile; a record says how each
+claim fares across seeds, and what produced it. ``featlearn record`` (built on
+:mod:`featlearn.book.sweep`, so it resumes) writes, per chapter,
+``records/<profile>/<chapter>/``:
+
+``claims.json``
+    the claims of every seed (each claim's fields plus ``seed``);
+``provenance.json``
+    commit, library hash, chapter text hash, parameters, seeds, the machine (CPU model,
+    BLAS, torch threads, GPU, torch version) and each run's wall time and peak memory;
+``<chapter>.ipynb``
+    the executed notebook of the first seed, figures included.
+
+A record goes stale when the chapter's text or the library changes after it was made;
+:func:`records_markdown` then marks it so and never shows its numbers as current.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import statistics
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from featlearn.book.sweep import SEED_VERDICT_RULE, _atomic_write, seed_verdict, text_hash
+from featlearn.claims import Claim
+
+__all__ = [
+    "RECORDS_DIR",
+    "NOTEBOOK_WARN_BYTES",
+    "RecordWarning",
+    "Record",
+    "Staleness",
+    "CurrentState",
+    "current_state",
+    "record",
+    "write_record",
+    "load_records",
+    "records_markdown",
+    "stage_record_pages",
+    "add_toc_entries",
+]
+
+#: Where records live, relative to the book's root.
+RECORDS_DIR = "records"
+
+#: A recorded notebook above this size is reported (it is committed to the repository).
+NOTEBOOK_WARN_BYTES = 3 * 2**20
+
+_MARK = {"holds": "✅ holds", "fails": "❌ fails", "unstable": "⚠️ unstable"}
+
+
+class RecordWarning(UserWarning):
+    """Something about a record worth knowing (e.g. a large notebook)."""
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Which inputs of a record changed since it was made, and the commit that made it."""
+
+    chapter_changed: bool
+    library_changed: bool
+    commit: str
+
+    def __bool__(self) -> bool:
+        return self.chapter_changed or self.library_changed
+
+    @property
+    def reason(self) -> str:
+        """``"chapter changed"``, ``"library changed"``, both joined by ``" / "``, or ``""``."""
+        return " / ".join(
+            w
+            for w, c in (("chapter changed", self.chapter_changed), ("library changed", self.library_changed))
+            if c
+        )
+
+    def describe(self) -> str:
+        """``stale (made at <commit>; chapter changed / library changed)``, or ``current``."""
+        return f"stale (made at {self.commit}; {self.reason})" if self else "current"
+
+
+@dataclass(frozen=True)
+class CurrentState:
+    """The library hash and each chapter's text hash now, to compare records against."""
+
+    library_hash: str
+    chapter_hashes: Mapping[str, str]
+    titles: Mapping[str, str] = field(default_factory=dict)
+
+
+def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> CurrentState:
+    """:class:`CurrentState` of ``chapters`` (:class:`~featlearn.book.notebooks.Chapter` objects).
+
+    ``library_hash`` defaults to the runner's hash of the installed library.
+    """
+    from featlearn.book.runner import _library_hash
+
+    chs = list(chapters)
+    return CurrentState(
+        library_hash=library_hash or _library_hash(),
+        chapter_hashes={c.name: text_hash(c.path.read_text(encoding="utf-8")) for c in chs},
+        titles={c.name: c.title for c in chs},
+    )
+
+
+@dataclass
+class Record:
+    """One chapter recorded at one profile over several seeds (a ``records/<profile>/<chapter>/`` folder)."""
+
+    chapter: str
+    profile: str
+    path: Path
+    by_seed: dict[int, list[Claim]]
+    provenance: dict[str, Any]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.by_seed)
+
+    @property
+    def claims(self) -> list[Claim]:
+        """Every claim of every seed, seed by seed."""
+        return [c for cs in self.by_seed.values() for c in cs]
+
+    @property
+    def commit(self) -> str:
+        return str(self.provenance.get("commit", "unknown"))
+
+    @property
+    def notebook(self) -> Path:
+        """The executed notebook of the first seed."""
+        return self.path / str(self.provenance.get("notebook", f"{self.chapter}.ipynb"))
+
+    def stale(self, current_library_hash: str, current_chapter_hash: str | None) -> Staleness:
+        """Which of chapter and library changed since the record was made (``None``: the chapter is gone)."""
+        return Staleness(
+            chapter_changed=current_chapter_hash != self.provenance.get("chapter_hash"),
+            library_changed=current_library_hash != self.provenance.get("library_hash"),
+            commit=self.commit,
+        )
+
+    def staleness(self, current: CurrentState) -> Staleness:
+        """:meth:`stale` against a :class:`CurrentState`."""
+        return self.stale(current.library_hash, current.chapter_hashes.get(self.chapter))
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per claim id (in first-seen order): mean, sd, min, max, n, holds and verdict across seeds.
+
+        The statistics are over the values that are numbers (not bools, not NaN); ``numeric``
+        says how many there were. ``n`` counts every seed that recorded the claim.
+        """
+        per: dict[str, list[Claim]] = {}
+        for c in self.claims:
+            per.setdefault(c.id, []).append(c)
+        out = []
+        for cid, cs in per.items():
+            nums = [
+                float(c.value)
+                for c in cs
+                if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
+            ]
+            nums = [x for x in nums if not math.isnan(x)]
+            n, k = len(cs), sum(c.holds is True for c in cs)
+            out.append(
+                {
+                    "id": cid,
+                    "claim": cs[0].claim,
+                    "rule": cs[0].rule,
+                    "paper": cs[0].paper,
+                    "n": n,
+                    "holds": k,
+                    "numeric": len(nums),
+                    "mean": statistics.fmean(nums) if nums else math.nan,
+                    "sd": statistics.stdev(nums) if len(nums) > 1 else math.nan,
+                    "min": min(nums) if nums else math.nan,
+                    "max": max(nums) if nums else math.nan,
+                    "verdict": seed_verdict(k, n),
+                }
+            )
+        return out
+
+
+def _claim_from(d: Mapping[str, Any]) -> Claim:
+    known = set(Claim.__dataclass_fields__)
+    return Claim(**{k: v for k, v in d.items() if k in known})
+
+
+def load_records(root: str | Path) -> list[Record]:
+    """Every record under ``root`` (``<root>/<profile>/<chapter>/provenance.json``), sorted by chapter, profile.
+
+    A missing ``root`` gives an empty list.
+    """
+    root = Path(root)
+    out: list[Record] = []
+    if not root.is_dir():
+        return out
+    for prov_path in sorted(root.glob("*/*/provenance.json")):
+        folder = prov_path.parent
+        prov = json.loads(prov_path.read_text(encoding="utf-8"))
+        rows = json.loads((folder / "claims.json").read_text(encoding="utf-8"))
+        by_seed: dict[int, list[Claim]] = {int(s): [] for s in prov.get("seeds", [])}
+        for row in rows:
+            by_seed.setdefault(int(row["seed"]), []).append(_claim_from(row))
+        out.append(
+            Record(
+                chapter=str(prov.get("chapter", folder.name)),
+                profile=str(prov.get("profile", folder.parent.name)),
+                path=folder,
+                by_seed=by_seed,
+                provenance=prov,
+            )
+        )
+    return sorted(out, key=lambda r: (r.chapter, r.profile))
+
+
+def _machine(env: Mapping[str, Any]) -> dict[str, Any]:
+    gpu = env.get("device_name") if str(env.get("device", "")).startswith("cuda") else None
+    return {
+        "cpu": env.get("cpu"),
+        "blas": env.get("blas"),
+        "torch_threads": env.get("threads"),
+        "gpu": gpu,
+        "device": env.get("device"),
+        "torch": env.get("torch"),
+        "cuda": env.get("cuda"),
+        "python": env.get("python"),
+    }
+
+
+def write_record(
+    dest: str | Path,
+    chapter: Any,
+    results: Sequence[Mapping[str, Any]],
+    notebook: Path,
+    *,
+    commit: str,
+    library_hash: str,
+) -> Path:
+    """Write one chapter's record into ``dest`` from its points' saved results, seed by seed.
+
+    Parameters
+    ----------
+    dest
+        ``records/<profile>/<chapter>``.
+    chapter
+        The :class:`~featlearn.book.notebooks.Chapter`.
+    results
+        The saved point JSONs of :func:`featlearn.book.sweep.run_points`, first seed first.
+    notebook
+        The executed notebook of the first seed, copied as ``<chapter>.ipynb``.
+    """
+    dest = Path(dest)
+    first = results[0]
+    rows = [{**c, "seed": r["seed"]} for r in results for c in r.get("claims", [])]
+    params = {k: v for k, v in first["params"].items() if k != "seed"}
+    prov = {
+        "chapter": chapter.name,
+        "title": chapter.title,
+        "profile": first["profile"],
+        "seeds": [r["seed"] for r in results],
+        "commit": commit,
+        "library_hash": library_hash,
+        "chapter_hash": first["chapter_hash"],
+        "parameters": params,
+        "machine": _machine(first.get("env", {})),
+        "runs": [
+            {
+                "seed": r["seed"],
+                "wall_s": round(float(r.get("wall_s", math.nan)), 2),
+                "kernel_and_overhead_s": round(float(r.get("overhead_s", math.nan)), 2),
+                "peak_rss_mb": round(float(r.get("peak_rss_mb", math.nan)), 1),
+                "host": r.get("host"),
+                "torch_threads": r.get("env", {}).get("threads"),
+                "device": r.get("env", {}).get("device"),
+                "finished": r.get("finished"),
+            }
+            for r in results
+        ],
+        "notebook": f"{chapter.name}.ipynb",
+        "notebook_seed": first["seed"],
+        "recorded": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": f"featlearn record {chapter.name} --profile {first['profile']} "
+        f"--seeds {','.join(str(r['seed']) for r in results)}",
+    }
+    text = Path(notebook).read_text(encoding="utf-8")
+    _atomic_write(dest / f"{chapter.name}.ipynb", text)
+    _atomic_write(dest / "claims.json", json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n")
+    _atomic_write(
+        dest / "provenance.json", json.dumps(prov, indent=2, ensure_ascii=False, default=str) + "\n"
+    )
+    size = len(text.encode("utf-8"))
+    if size > NOTEBOOK_WARN_BYTES:
+        warnings.warn(
+            f"{dest / f'{chapter.name}.ipynb'} is {size / 2**20:.1f} MB (over "
+            f"{NOTEBOOK_WARN_BYTES / 2**20:.0f} MB) and is committed to the repository; consider fewer "
+            "or smaller figures at this profile",
+            RecordWarning,
+            stacklevel=2,
+        )
+    return dest
+
+
+@dataclass
+class RecordReport:
+    """What :func:`record` wrote, and the sweep under it."""
+
+    written: list[Path]
+    failed: dict[str, list[str]]  # chapter -> failure messages
+    sweep: Any
+
+
+def record(
+    root: str | Path,
+    chapters: Sequence[str] | None,
+    *,
+    profile: str = "fast",
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    records_dir: str | Path | None = None,
+    work_dir: str | Path | None = None,
+    **run: Any,
+) -> RecordReport:
+    """Record ``chapters`` (None: every chapter) at ``profile`` over ``seeds``.
+
+    Every point is checked before anything runs; all chapters' runs share one Dask
+    cluster. The runs themselves go to ``work_dir`` (default
+    ``<root>/_build/sweeps/record-<profile>``), so a second call resumes; a chapter's
+    record is (re)written in ``records_dir`` (default ``<root>/records``) once all its
+    seeds have finished. Other keyword arguments go to
+    :func:`featlearn.book.sweep.run_points`.
+    """
+    from featlearn.book.runner import Book, _library_hash, git_commit
+    from featlearn.book.sweep import plan_points, run_points, write_outputs
+
+    book = Book(Path(root))
+    names = list(chapters) if chapters else [c.name for c in book.chapters()]
+    lib = _library_hash()
+    plans = {n: plan_points(book, n, [profile], list(seeds), {}, library_hash=lib) for n in names}
+    work = Path(work_dir) if work_dir else book.root / "_build" / "sweeps" / f"record-{profile}"
+    dest_root = Path(records_dir) if records_dir else book.root / RECORDS_DIR
+    commit = git_commit(book.root)
+    report = run_points([p for ps in plans.values() for p in ps], work, commit=commit, **run)
+    write_outputs(report)
+    written, failed = [], {}
+    for name, pts in plans.items():
+        missing = [p for p in pts if p.key not in report.results]
+        if missing:
+            failed[name] = [report.failures.get(p.key, f"{p.label()} did not finish") for p in missing]
+            continue
+        results = [report.results[p.key] for p in pts]
+        written.append(
+            write_record(
+                dest_root / profile / name,
+                book.chapter(name),
+                results,
+                report.out_dir / results[0]["notebook"],
+                commit=results[0].get("commit", commit),
+                library_hash=lib,
+            )
+        )
+    return RecordReport(written=written, failed=failed, sweep=report)
+
+
+# --------------------------------------------------------------------------- the scorecard
+
+
+def _num(x: float) -> str:
+    return "—" if math.isnan(x) else f"{x:.4g}"
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    s = list(seeds)
+    if len(s) > 2 and s == list(range(s[0], s[0] + len(s))):
+        return f"seeds {s[0]}–{s[-1]}"
+    return "seeds " + ", ".join(map(str, s))
+
+
+def _cell(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def page_name(rec: Record) -> str:
+    """The staged page of a record, relative to the book folder: ``records/<profile>-<chapter>``."""
+    return f"records/{rec.profile}-{rec.chapter}"
+
+
+def records_markdown(records: Sequence[Record], current: CurrentState, *, link_pages: bool = False) -> str:
+    """A "Recorded runs" section for the Scorecard page (level-2 heading).
+
+    Per chapter, per claim: "`fast`, n seeds: mean ± sd, k/n hold" and the across-seed
+    verdict (:func:`featlearn.book.sweep.seed_verdict`). A record whose chapter or library
+    changed since is headed "stale (made at <commit>; chapter changed / library changed)"
+    and its verdicts are shown as stale, never as current. ``link_pages``: link each record
+    to the page :func:`stage_record_pages` writes (scorecard in ``book/``).
+    """
+    lines = [
+        "## Recorded runs",
+        "",
+        "Claims re-measured over several seeds with `featlearn record`; the files are in "
+        "`records/<profile>/<chapter>/` of the repository. " + SEED_VERDICT_RULE + " A record "
+        "made before its chapter or the library last changed is marked stale: its numbers "
+        "describe older code and are not a current result.",
+        "",
+    ]
+    if not records:
+        lines.append(
+            "No chapter has been recorded yet (`featlearn record <chapter> --profile fast --seeds 0-4`)."
+        )
+        return "\n".join(lines) + "\n"
+    for rec in records:
+        st = rec.staleness(current)
+        title = current.titles.get(rec.chapter) or rec.provenance.get("title") or rec.chapter
+        n = len(rec.seeds)
+        lines += [f"### {title} (`{rec.chapter}`, `{rec.profile}`)", ""]
+        where = (
+            f"{{doc}}`the notebook of seed {rec.provenance.get('notebook_seed', rec.seeds[0] if rec.seeds else 0)}"
+            f" <{page_name(rec)}>`"
+            if link_pages
+            else f"`{rec.notebook.name}`"
+        )
+        facts = (
+            f"`{rec.profile}`, {n} seeds ({_seeds_text(rec.seeds)}), commit `{rec.commit}`, "
+            f"recorded {rec.provenance.get('recorded', '?')}; {where}."
+        )
+        if st:
+            lines += [
+                "```{warning}",
+                f"**{st.describe()}**: these numbers are not a current result. Rerun "
+                f"`featlearn record {rec.chapter} --profile {rec.profile} --seeds "
+                f"{','.join(map(str, rec.seeds))}` to refresh it.",
+                "```",
+                "",
+            ]
+        lines += [facts, "", "| Claim | Across seeds | Verdict |", "|---|---|---|"]
+        for s in rec.summary():
+            stats = f"{_num(s['mean'])} ± {_num(s['sd'])}, " if s["numeric"] else ""
+            if 0 < s["numeric"] < s["n"]:
+                stats = f"{stats[:-2]} (of {s['numeric']} numeric values), "
+            text = f"`{rec.profile}`, {s['n']} seeds: {stats}{s['holds']}/{s['n']} hold"
+            verdict = f"stale (was: {s['verdict']})" if st else _MARK[s["verdict"]]
+            lines.append(f"| `{s['id']}`: {_cell(s['claim'])} | {text} | {verdict} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
+    """A record's notebook made into a page: title says "recorded", a box says what produced it."""
+    import copy
+
+    import nbformat
+
+    from featlearn.book.notebooks import COLAB_MARKER
+    from featlearn.book.page import ENV_MIME
+    from featlearn.claims import CLAIM_MIME
+
+    nb = nbformat.read(rec.notebook, as_version=4)
+    nb = copy.deepcopy(nb)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    injected = any("injected-parameters" in t for t in tags)
+    nb.cells = [
+        c
+        for c, t in zip(nb.cells, tags)
+        if not (injected and "parameters" in t)
+        and not (c.cell_type == "code" and c.source.startswith(COLAB_MARKER))
+    ]
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            data = o.get("data")
+            if data is not None and ENV_MIME in data:
+                continue
+            if data is not None:
+                data.pop(CLAIM_MIME, None)
+            kept.append(o)
+        cell.outputs = kept
+    st = rec.staleness(current) if current is not None else None
+    runs = rec.provenance.get("runs", [])
+    machine = rec.provenance.get("machine", {})
+    box = [
+        "```{admonition} A recorded run",
+        ":class: note provenance",
+        "",
+        f"The executed notebook of seed {rec.provenance.get('notebook_seed', '?')} of `featlearn record` "
+        f"at profile `{rec.profile}` over {_seeds_text(rec.seeds)}; commit `{rec.commit}`, recorded "
+        f"{rec.provenance.get('recorded', '?')}. Machine: {machine.get('cpu') or '?'}, "
+        f"device {machine.get('device') or '?'}"
+        + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+        + f", torch {machine.get('torch') or '?'} with {machine.get('torch_threads') or '?'} threads. "
+        + (
+            "Wall time per run: " + ", ".join(f"{r.get('wall_s', math.nan):.1f} s" for r in runs) + ". "
+            if runs
+            else ""
+        )
+        + "The Scorecard's *Recorded runs* section gives every seed's verdicts.",
+        "```",
+    ]
+    if st:
+        box += ["", "```{warning}", f"This record is {st.describe()}; it is not a current result.", "```"]
+    new = nbformat.v4.new_markdown_cell("\n".join(box))
+    idx = next(
+        (
+            i
+            for i, c in enumerate(nb.cells)
+            if c.cell_type == "markdown" and c.source.lstrip().startswith("# ")
+        ),
+        None,
+    )
+    heading = (
+        f"# Recorded: {rec.provenance.get('title') or rec.chapter} (`{rec.profile}`, {len(rec.seeds)} seeds)"
+    )
+    if idx is None:
+        nb.cells[0:0] = [nbformat.v4.new_markdown_cell(heading), new]
+    else:
+        _, _, rest = nb.cells[idx].source.lstrip().partition("\n")
+        nb.cells[idx].source = heading
+        nb.cells[idx + 1 : idx + 1] = [new] + (
+            [nbformat.v4.new_markdown_cell(rest.strip())] if rest.strip() else []
+        )
+    return nb
+
+
+def stage_record_pages(
+    records: Sequence[Record], stage_dir: str | Path, current: CurrentState | None = None
+) -> list[dict[str, Any]]:
+    """Stage each record's notebook as a page of its own; return the ``_toc.yml`` entries to add.
+
+    Writes ``<stage_dir>/book/records/<profile>-<chapter>.ipynb`` (title "Recorded: ...",
+    a provenance box, a stale warning when ``current`` says so, featlearn's private
+    outputs dropped) and ``<stage_dir>/book/records/index.md``, and returns
+    ``[{"file": "book/records/index", "sections": [{"file": "book/records/<profile>-<chapter>"}, ...]}]``
+    (``[]`` when there are no records).
+
+    How :func:`featlearn.book.runner.build` should call it, after the chapters are staged
+    and before ``jupyter-book build``::
+
+        from featlearn.book import records as _records
+        recs = _records.load_records(book.root / _records.RECORDS_DIR)
+        current = _records.current_state(chapters, lib)        # lib = _library_hash()
+        scorecard = _claims.scorecard_markdown(gathered, titles)
+        scorecard += "\\n" + _records.records_markdown(recs, current, link_pages=True)
+        (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
+        entries = _records.stage_record_pages(recs, stage, current)
+        _records.add_toc_entries(stage / "_toc.yml", entries)
+    """
+    import nbformat
+
+    stage = Path(stage_dir)
+    if not records:
+        return []
+    folder = stage / "book" / "records"
+    folder.mkdir(parents=True, exist_ok=True)
+    sections = []
+    index = [
+        "# Recorded runs",
+        "",
+        "Chapters executed over several seeds with `featlearn record`; each page is the "
+        "executed notebook of the first seed. The Scorecard summarises every seed.",
+        "",
+    ]
+    for rec in records:
+        nbformat.write(_record_notebook(rec, current), folder / f"{rec.profile}-{rec.chapter}.ipynb")
+        sections.append({"file": f"book/{page_name(rec)}"})
+        mark = (
+            f" ({rec.staleness(current).describe()})"
+            if current is not None and rec.staleness(current)
+            else ""
+        )
+        index.append(f"- {{doc}}`{rec.chapter} at {rec.profile} <{rec.profile}-{rec.chapter}>`{mark}")
+    (folder / "index.md").write_text("\n".join(index) + "\n", encoding="utf-8")
+    return [{"file": "book/records/index", "sections": sections}]
+
+
+def add_toc_entries(toc_path: str | Path, entries: Sequence[Mapping[str, Any]]) -> None:
+    """Append ``entries`` to a (staged) ``_toc.yml``: to ``chapters``, or to the last part's chapters."""
+    import yaml
+
+    if not entries:
+        return
+    toc_path = Path(toc_path)
+    toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) or {}
+    if "parts" in toc and toc["parts"]:
+        toc["parts"][-1].setdefault("chapters", []).extend(dict(e) for e in entries)
+    else:
+        toc.setdefault("chapters", []).extend(dict(e) for e in entries)
+    toc_path.write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -1,0 +1,350 @@
+"""Sweeps and records on the fixture book: Dask clusters, resume, failures, summaries, scorecard."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import socket
+import time
+
+import pandas as pd
+import pytest
+
+from conftest import FIXTURE_BOOK
+from featlearn.book import records as rec
+from featlearn.book import runner
+from featlearn.book.cli import main as cli
+from featlearn.book.notebooks import ParameterError
+from featlearn.book.runner import Book, BuildError
+from featlearn.book.sweep import (
+    SEED_VERDICT_RULE,
+    _load_finished,
+    connect,
+    parse_grid,
+    parse_seeds,
+    plan_points,
+    seed_verdict,
+    sweep,
+)
+from featlearn.claims import Claim
+
+# Keys hash the library; pin it so that a library file edited during the test run does
+# not turn a resume into a rerun.
+PINNED_LIB = "pinned-library-hash"
+
+
+# --------------------------------------------------------------------------- no cluster
+
+
+@pytest.mark.parametrize(
+    "n, holds, fails",
+    [
+        (1, {1}, {0}),
+        (3, {3}, {0}),
+        (5, {4, 5}, {0, 1}),
+        (10, {8, 9, 10}, {0, 1, 2}),
+        (35, set(range(28, 36)), set(range(0, 8))),  # 0.8 * 35 = 28.000000000000004 in floats
+    ],
+)
+def test_seed_verdict_boundaries(n, holds, fails):
+    for k in range(n + 1):
+        expected = "holds" if k in holds else "fails" if k in fails else "unstable"
+        assert seed_verdict(k, n) == expected, (k, n)
+        assert expected == (
+            "holds"
+            if k >= math.ceil(0.8 * n - 1e-9)
+            else "fails"
+            if k <= math.floor(0.2 * n + 1e-9)
+            else "unstable"
+        )
+    assert [seed_verdict(k, 5) for k in (1, 2, 3, 4)] == ["fails", "unstable", "unstable", "holds"]
+    with pytest.raises(ValueError):
+        seed_verdict(0, 0)
+    with pytest.raises(ValueError):
+        seed_verdict(n + 1, n)
+
+
+def test_parse_seeds_and_grid():
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0,2,5") == [0, 2, 5]
+    assert parse_seeds("0-1, 7") == [0, 1, 7]
+    for bad in ("", "a", "3-1", "0,0", "-1"):
+        with pytest.raises(ParameterError):
+            parse_seeds(bad)
+    assert parse_grid(["n=8,16", "device=cpu", "sizes=[8,16],[32]", "flag=true,false"]) == {
+        "n": [8, 16],
+        "device": ["cpu"],
+        "sizes": [[8, 16], [32]],
+        "flag": [True, False],
+    }
+    for bad, msg in [
+        (["seed=1,2"], "--seeds"),
+        (["profile=fast"], "--profile"),
+        (["n=1", "n=2"], "given twice"),
+        (["n=1,,2"], "empty value"),
+        (["n"], "key=value"),
+    ]:
+        with pytest.raises(ParameterError, match=msg):
+            parse_grid(bad)
+
+
+def test_every_grid_point_is_checked_before_anything_runs(fixture_book, capsys):
+    for args, expected in [
+        (["nope"], "unknown chapter 'nope'; chapters: fixture"),
+        (["fixture", "--profile", "tiny,huge"], "unknown profile 'huge'"),
+        (["fixture", "nn=1,2"], "unknown parameter 'nn'"),
+        (["fixture", "n=8,lots"], "'n' expects int, got str 'lots'"),
+        (["fixture", "--seeds", "2-1"], "range '2-1' is empty"),
+        (["fixture", "seed=1"], "--seeds"),
+    ]:
+        assert cli(["--root", str(fixture_book), "sweep", "--no-progress", *args]) == 2, args
+        assert expected in capsys.readouterr().err, args
+    assert not (fixture_book / "_build").exists()  # nothing ran, no cluster started
+
+    points = plan_points(Book(fixture_book), "fixture", ["tiny", "fast"], [0, 3], {"n": [8, 16]})
+    assert len(points) == 8 and len({p.key for p in points}) == 8
+    assert points[0].notebook_name == "fixture-tiny-n-8-seed0.ipynb"
+    assert {p.notebook_name for p in points} >= {"fixture-fast-n-16-seed3.ipynb"}
+    with pytest.raises(ParameterError, match="same point twice"):
+        plan_points(Book(fixture_book), "fixture", ["tiny"], [0], {"scale": [1, 1.0]})
+
+
+def test_unreachable_scheduler_is_a_clear_error_within_seconds():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    t0 = time.time()
+    with pytest.raises(BuildError) as err:
+        connect(address, timeout=2)
+    assert time.time() - t0 < 15
+    assert f"no Dask scheduler answered at {address} within 2 s" in str(err.value)
+    assert "dask scheduler" in str(err.value)
+
+
+def _claim(cid, value, holds, chapter="ch"):
+    return Claim(chapter, cid, f"claim {cid}", None, value, holds, "fast", "holds if value ≥ 1")
+
+
+def test_records_markdown_statistics_and_stale_marking(tmp_path):
+    by_seed = {
+        s: [
+            _claim("a", float(s), s >= 1),
+            _claim("b", [True, True, False, True, True][s], None),
+            _claim("c", math.nan, False),
+        ]
+        for s in range(5)
+    }
+    prov = {
+        "chapter": "ch",
+        "profile": "fast",
+        "seeds": list(range(5)),
+        "commit": "abc1234",
+        "chapter_hash": "h1",
+    }
+    prov |= {"library_hash": "L1", "title": "A chapter", "recorded": "2026-12-01 10:00 UTC"}
+    r = rec.Record("ch", "fast", tmp_path, by_seed, prov)
+    current = rec.CurrentState("L1", {"ch": "h1"}, {"ch": "A chapter"})
+    md = rec.records_markdown([r], current)
+    assert "### A chapter (`ch`, `fast`)" in md and "seeds 0–4" in md and "commit `abc1234`" in md
+    assert "| `a`: claim a | `fast`, 5 seeds: 2 ± 1.581, 4/5 hold | ✅ holds |" in md
+    assert "| `b`: claim b | `fast`, 5 seeds: 0/5 hold | ❌ fails |" in md  # bools: no mean, not measured
+    assert "| `c`: claim c | `fast`, 5 seeds: 0/5 hold | ❌ fails |" in md  # NaN: no statistics
+    assert "stale" not in md.split("### ")[1]
+    for cur, reason in [
+        (rec.CurrentState("L2", {"ch": "h1"}), "library changed"),
+        (rec.CurrentState("L1", {}), "chapter changed"),
+        (rec.CurrentState("L2", {"ch": "h2"}), "chapter changed / library changed"),
+    ]:
+        md = rec.records_markdown([r], cur)
+        assert f"stale (made at abc1234; {reason})" in md
+        assert "✅ holds" not in md and "❌ fails" not in md and "stale (was: holds)" in md
+    assert rec.records_markdown([], current).count("No chapter has been recorded yet") == 1
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One sweep of the fixture on a local cluster of 2 workers: 2 seeds × n ∈ {8, 16}."""
+    book = tmp_path_factory.mktemp("sweep") / "book"
+    shutil.copytree(FIXTURE_BOOK, book, ignore=shutil.ignore_patterns("_build"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "_library_hash", lambda: PINNED_LIB)
+        out = book / "_build" / "sweep-a"
+        report = sweep(
+            book, "fixture", profiles=["tiny"], seeds=[0, 1], grid={"n": [8, 16]}, out_dir=out, progress=False
+        )
+        yield book, out, report
+
+
+@pytest.fixture
+def pinned(monkeypatch):
+    monkeypatch.setattr(runner, "_library_hash", lambda: PINNED_LIB)
+
+
+@pytest.mark.slow
+def test_local_cluster_sweep_writes_runs_claims_and_summary(swept):
+    book, out, report = swept
+    assert report.ok and report.executed == 4 and report.reused == 0, report.failures
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [f"fixture-tiny-n-{n}-seed{s}.ipynb" for n in (16, 8) for s in (0, 1)]
+    assert len(list((out / "points").glob("*.json"))) == 4
+
+    point = json.loads(next((out / "points").glob("*.json")).read_text())
+    assert point["wall_s"] > 0 and point["peak_rss_mb"] > 10 and point["threads"] == 1
+    assert point["env"]["threads"] == 1  # torch in the kernel saw threads-per-worker
+
+    df = pd.read_csv(out / "claims.csv")
+    assert list(df.columns) == [
+        "chapter",
+        "profile",
+        "seed",
+        "params",
+        "claim",
+        "value",
+        "verdict",
+        "holds",
+        "key",
+    ]
+    assert len(df) == 8 and set(df["claim"]) == {"mean-small", "always-fails"}
+    assert set(df["params"]) == {'{"n": 8}', '{"n": 16}'}
+    assert df.groupby("params")["seed"].nunique().to_dict() == {'{"n": 16}': 2, '{"n": 8}': 2}
+
+    # the summary's statistics, computed by hand from claims.csv
+    md = (out / "summary.md").read_text()
+    assert SEED_VERDICT_RULE in md
+    for (params, claim), g in df.groupby(["params", "claim"]):
+        v = g["value"].astype(float)
+        k = int(g["holds"].sum())
+        verdict = (
+            "holds"
+            if k >= math.ceil(0.8 * len(g))
+            else "fails"
+            if k <= math.floor(0.2 * len(g))
+            else "unstable"
+        )
+        sd = "—" if math.isnan(v.std()) else f"{v.std():.4g}"
+        row = (
+            f"| fixture | `tiny` | `{params}` | `{claim}` | {v.mean():.4g} | {sd} | {v.min():.4g} | "
+            f"{v.max():.4g} | {len(g)} | {k}/{len(g)} | {verdict} |"
+        )
+        assert row in md, row
+    assert "| `always-fails` | 0 | 0 | 0 | 0 | 2 | 0/2 | fails |" in md
+    assert (out / "summary.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_points(swept, pinned):
+    book, out, first = swept
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    csv = (out / "claims.csv").read_text()
+    t0 = time.time()
+    again = sweep(
+        book, "fixture", profiles=["tiny"], seeds=[0, 1], grid={"n": [8, 16]}, out_dir=out, progress=False
+    )
+    assert again.executed == 0 and again.reused == 4 and again.ok
+    assert time.time() - t0 < 20  # no cluster was started
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
+    assert (out / "claims.csv").read_text() == csv
+    # a point whose notebook went missing is not finished
+    (out / "runs" / "fixture-tiny-n-8-seed1.ipynb").rename(out / "moved.ipynb")
+    missing = [p for p in again.points if p.notebook_name == "fixture-tiny-n-8-seed1.ipynb"]
+    assert _load_finished(out, missing[0]) is None
+    (out / "moved.ipynb").rename(out / "runs" / "fixture-tiny-n-8-seed1.ipynb")
+
+
+@pytest.mark.slow
+def test_failing_point_on_a_scheduler_started_by_hand(swept, pinned, capsys):
+    """A sweep against an external scheduler; one point raises, the other still finishes."""
+    from distributed import LocalCluster
+
+    book, _, _ = swept
+    out = book / "_build" / "sweep-b"
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        args = ["--root", str(book), "sweep", "fixture", "--profile", "tiny", "--seeds", "0"]
+        args += [
+            "--scheduler",
+            cluster.scheduler_address,
+            "-o",
+            str(out),
+            "--no-progress",
+            "fail_at_end=false,true",
+        ]
+        assert cli(args) == 1
+    err = capsys.readouterr().err
+    assert "1 point(s) failed" in err
+    assert "chapter 'fixture' (profile 'tiny', seed=0, fail_at_end=True) failed" in err
+    assert "code cell 6 [if fail_at_end:]" in err and "RuntimeError: asked to fail" in err
+    assert [p.name for p in (out / "runs").iterdir()] == ["fixture-tiny-fail_at_end-false-seed0.ipynb"]
+    assert len(list((out / "points").glob("*.json"))) == 1  # the failed point reruns next time
+    md = (out / "summary.md").read_text()
+    assert "## Failed points" in md and "fail_at_end=True" in md
+    assert len(pd.read_csv(out / "claims.csv")) == 2
+
+
+@pytest.mark.slow
+def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
+    book, out, report = swept
+    # `featlearn record` runs in _build/sweeps/record-tiny; the sweep's n=8 points are the
+    # same points (same chapter, parameters, profile, library), so nothing runs again.
+    work = book / "_build" / "sweeps" / "record-tiny"
+    shutil.copytree(out / "points", work / "points")
+    shutil.copytree(out / "runs", work / "runs")
+    assert cli(["--root", str(book), "record", "fixture", "--profile", "tiny", "--seeds", "0-1"]) == 0
+    assert "recorded" in capsys.readouterr().out
+    folder = book / "records" / "tiny" / "fixture"
+    assert sorted(p.name for p in folder.iterdir()) == ["claims.json", "fixture.ipynb", "provenance.json"]
+
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["seeds"] == [0, 1] and prov["library_hash"] == PINNED_LIB
+    assert prov["parameters"]["n"] == 8 and "seed" not in prov["parameters"]
+    assert prov["machine"]["torch_threads"] == 1 and prov["machine"]["torch"]
+    assert [r["seed"] for r in prov["runs"]] == [0, 1] and all(r["wall_s"] > 0 for r in prov["runs"])
+    first = next(p for p in report.points if p.swept == {"n": 8} and p.seed == 0)
+    assert (folder / "fixture.ipynb").read_text() == (out / "runs" / first.notebook_name).read_text()
+
+    # write -> load -> the same claims
+    (loaded,) = rec.load_records(book / "records")
+    assert (loaded.chapter, loaded.profile, loaded.seeds) == ("fixture", "tiny", [0, 1])
+    for seed in (0, 1):
+        p = next(p for p in report.points if p.swept == {"n": 8} and p.seed == seed)
+        assert loaded.by_seed[seed] == [Claim(**c) for c in report.results[p.key]["claims"]]
+
+    current = rec.current_state(Book(book).chapters(), PINNED_LIB)
+    assert not loaded.staleness(current)
+    md = rec.records_markdown([loaded], current)
+    assert "## Recorded runs" in md and "stale (" not in md and "{warning}" not in md
+    mean_small = [c.value for c in loaded.claims if c.id == "mean-small"]
+    assert (
+        f"`tiny`, 2 seeds: {pd.Series(mean_small).mean():.4g} ± {pd.Series(mean_small).std():.4g}, 2/2 hold"
+        in md
+    )
+    assert "| ✅ holds |" in md and "0/2 hold | ❌ fails |" in md
+
+    # the chapter changes: the record is stale, and says which commit made it
+    edited = tmp_path / "edited"
+    shutil.copytree(book, edited, ignore=shutil.ignore_patterns("_build", "records"))
+    with open(edited / "book" / "fixture.md", "a") as fh:
+        fh.write("\nOne more sentence.\n")
+    now = rec.current_state(Book(edited).chapters(), PINNED_LIB)
+    st = loaded.staleness(now)
+    assert st.chapter_changed and not st.library_changed and st.commit == loaded.commit
+    md = rec.records_markdown([loaded], now)
+    assert f"stale (made at {loaded.commit}; chapter changed)" in md
+    assert "✅ holds" not in md and "stale (was: holds)" in md
+    lib_changed = loaded.stale("another-library", now.chapter_hashes["fixture"]).describe()
+    assert lib_changed == f"stale (made at {loaded.commit}; chapter changed / library changed)"
+
+    # each record staged as a page of its own
+    stage = tmp_path / "stage"
+    entries = rec.stage_record_pages([loaded], stage, now)
+    assert entries == [{"file": "book/records/index", "sections": [{"file": "book/records/tiny-fixture"}]}]
+    page = (stage / "book" / "records" / "tiny-fixture.ipynb").read_text()
+    assert "# Recorded: A fixture chapter" in page and "chapter changed" in page
+    assert "application/vnd.featlearn" not in page and "image/png" in page
+    (stage / "_toc.yml").write_text((book / "_toc.yml").read_text())
+    rec.add_toc_entries(stage / "_toc.yml", entries)
+    assert "book/records/tiny-fixture" in (stage / "_toc.yml").read_text()
