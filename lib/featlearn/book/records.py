@@ -451,36 +451,11 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
 
 def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
     """A record's notebook made into a page: title says "recorded", a box says what produced it."""
-    import copy
-
     import nbformat
 
-    from featlearn.book.notebooks import COLAB_MARKER
-    from featlearn.book.page import ENV_MIME
-    from featlearn.claims import CLAIM_MIME
+    from featlearn.book.runner import strip_for_site
 
-    nb = nbformat.read(rec.notebook, as_version=4)
-    nb = copy.deepcopy(nb)
-    tags = [c.metadata.get("tags", []) for c in nb.cells]
-    injected = any("injected-parameters" in t for t in tags)
-    nb.cells = [
-        c
-        for c, t in zip(nb.cells, tags)
-        if not (injected and "parameters" in t)
-        and not (c.cell_type == "code" and c.source.startswith(COLAB_MARKER))
-    ]
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        kept = []
-        for o in cell.get("outputs", []):
-            data = o.get("data")
-            if data is not None and ENV_MIME in data:
-                continue
-            if data is not None:
-                data.pop(CLAIM_MIME, None)
-            kept.append(o)
-        cell.outputs = kept
+    nb = strip_for_site(nbformat.read(rec.notebook, as_version=4))
     st = rec.staleness(current) if current is not None else None
     runs = rec.provenance.get("runs", [])
     machine = rec.provenance.get("machine", {})

@@ -436,13 +436,12 @@ def provenance_markdown(chapter: Chapter, info: Mapping[str, Any]) -> str:
     )
 
 
-def _stage_notebook(
-    nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[str, Any]
-) -> nbformat.NotebookNode:
-    """Prepare an executed chapter for the site.
+def strip_for_site(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of an executed chapter without what a reader should not see.
 
-    Inserts the provenance box after the title, drops featlearn's private outputs, the
-    Colab install cell and the parameters cell that papermill's injected cell replaced.
+    Why: chapter pages and recorded-run pages drop the same things: featlearn's private
+    outputs (environment, claim payloads), the Colab install cell, and the parameters
+    cell that papermill's injected cell replaced.
     """
     nb = copy.deepcopy(nb)
     tags = [c.metadata.get("tags", []) for c in nb.cells]
@@ -466,6 +465,18 @@ def _stage_notebook(
                     data.pop(m, None)
             kept.append(o)
         cell.outputs = kept
+    return nb
+
+
+def _stage_notebook(
+    nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[str, Any]
+) -> nbformat.NotebookNode:
+    """Prepare an executed chapter for the site.
+
+    Inserts the provenance box after the title, drops featlearn's private outputs, the
+    Colab install cell and the parameters cell that papermill's injected cell replaced.
+    """
+    nb = strip_for_site(nb)
     box = nbformat.v4.new_markdown_cell(provenance_markdown(chapter, info))
     box.metadata["tags"] = ["provenance"]
     idx = next(
