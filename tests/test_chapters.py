@@ -4,7 +4,7 @@ import pytest
 
 from conftest import ROOT
 from featlearn import claims
-from featlearn.book.runner import Book, execute_chapter
+from featlearn.book.runner import Book, ChapterFailed, execute_chapter
 
 CHAPTERS = Book(ROOT).chapters()
 
@@ -27,3 +27,35 @@ def test_chapter_runs_at_tiny_parameters(chapter, tmp_path):
     assert len({c.id for c in recorded}) == len(recorded)
     images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
     assert images > 0, f"{chapter.name} drew no figure"
+
+
+OFFLINE_STOPS = ("DatasetUnavailable", "WeightsUnavailable")
+
+PROTOCOL_PROFILES = [
+    pytest.param(ch, p, id=f"{ch.name}-{p}")
+    for ch in CHAPTERS
+    for p in ch.profiles
+    if p not in ("fast", "tiny")
+]
+
+
+@pytest.mark.parametrize("chapter, profile", PROTOCOL_PROFILES)
+def test_protocol_profiles_run_at_tiny_sizes(chapter, profile, tmp_path, monkeypatch):
+    """Each `paper`/`full` profile's settings (batch sizes, rates, datasets, flags) go through the code.
+
+    Sizes come from the chapter's `tiny` profile, every other setting from the profile under test;
+    so a setting the code cannot take (IG's `ig_batch: 1`) fails here. Offline, a chapter may stop
+    at its first dataset or weights download, but only with the error that names the fix.
+    """
+    monkeypatch.setenv("FEATLEARN_OFFLINE", "1")
+    params = chapter.resolve(profile, dict(chapter.profiles["tiny"]))
+    assert params["profile"] == profile
+    try:
+        nb, _ = execute_chapter(chapter, params, tmp_path / f"{chapter.name}.ipynb", progress=False)
+    except ChapterFailed as err:
+        if not any(stop in str(err) for stop in OFFLINE_STOPS):
+            raise
+        assert "Fix" in str(err) or "fix" in str(err), str(err)
+        return
+    recorded = claims.claims_from_notebook(nb)
+    assert recorded and {c.profile for c in recorded} == {profile}

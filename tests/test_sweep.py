@@ -348,3 +348,37 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     (stage / "_toc.yml").write_text((book / "_toc.yml").read_text())
     rec.add_toc_entries(stage / "_toc.yml", entries)
     assert "book/records/tiny-fixture" in (stage / "_toc.yml").read_text()
+
+
+def test_chapter_hash_follows_code_not_prose():
+    """Editing a chapter's prose keeps its records current; editing code or profiles does not."""
+    from featlearn.book.sweep import text_hash
+
+    text = (FIXTURE_BOOK / "book" / "fixture.md").read_text(encoding="utf-8")
+    prose = text.replace("\n# ", "\n# Retitled: ", 1)
+    assert prose != text and text_hash(prose) == text_hash(text)
+    lines = text.splitlines(keepends=True)
+    fence = next(i for i, line in enumerate(lines) if line.startswith("```{code-cell}"))
+    end = next(i for i in range(fence + 1, len(lines)) if lines[i].startswith("```"))
+    code = "".join(lines[:end] + ["extra_line = 1\n"] + lines[end:])
+    assert text_hash(code) != text_hash(text)
+    profile = text.replace("profiles:\n", "profiles:\n    extra: {}\n", 1)
+    assert profile != text and text_hash(profile) != text_hash(text)
+
+
+def test_library_hash_ignores_pipeline_modules_only(tmp_path, monkeypatch):
+    """Records go stale when result-computing code changes, not when the renderer does."""
+    import featlearn
+
+    pkg = tmp_path / "featlearn"
+    shutil.copytree(featlearn.__path__[0], pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    fake = pkg / "book" / "runner.py"
+    monkeypatch.setattr(runner, "__file__", str(fake))
+    before, before_all = runner._library_hash(), runner._library_hash(everything=True)
+    (pkg / "book" / "records.py").write_text("# edited renderer\n", encoding="utf-8")
+    assert runner._library_hash() == before
+    assert runner._library_hash(everything=True) != before_all
+    for changed in ("book/page.py", "agop.py"):
+        (pkg / changed).write_text("# edited\n", encoding="utf-8")
+        assert runner._library_hash() != before
+        before = runner._library_hash()

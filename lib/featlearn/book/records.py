@@ -8,7 +8,7 @@ claim fares across seeds, and what produced it. ``featlearn record`` (built on
 ``claims.json``
     the claims of every seed (each claim's fields plus ``seed``);
 ``provenance.json``
-    commit, library hash, chapter text hash, parameters, seeds, the machine (CPU model,
+    commit, library hash, chapter code hash, parameters, seeds, the machine (CPU model,
     BLAS, torch threads, GPU, torch version) and each run's wall time and peak memory;
 ``<chapter>.ipynb``
     the executed notebook of the first seed, figures included.
@@ -88,7 +88,7 @@ class Staleness:
 
 @dataclass(frozen=True)
 class CurrentState:
-    """The library hash and each chapter's text hash now, to compare records against."""
+    """The library hash and each chapter's code hash now, to compare records against."""
 
     library_hash: str
     chapter_hashes: Mapping[str, str]

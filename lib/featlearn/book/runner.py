@@ -138,10 +138,25 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
-def _library_hash() -> str:
+#: Modules of ``featlearn.book`` that only orchestrate, render or check: they cannot change a
+#: chapter's numbers, so editing them leaves records and sweep points current. ``page`` (seeding,
+#: threads, value checks) and ``notebooks`` (parameter resolution) do count.
+_PIPELINE_ONLY = frozenset({"cli.py", "pairing.py", "records.py", "runner.py", "sitecheck.py", "sweep.py"})
+
+
+def _library_hash(*, everything: bool = False) -> str:
+    """sha256 of the library code that computes results (science modules, ``page``, ``notebooks``).
+
+    ``everything=True`` hashes the pipeline modules too: the build's cache of executed chapters
+    uses it, so a change to how chapters are executed re-runs them.
+    """
+    root = Path(__file__).parent.parent
     h = hashlib.sha256()
-    for p in sorted(Path(__file__).parent.parent.rglob("*.py")):
-        h.update(p.name.encode())
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root)
+        if not everything and rel.parts[0] == "book" and rel.name in _PIPELINE_ONLY:
+            continue
+        h.update(rel.as_posix().encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 
@@ -669,7 +684,7 @@ def _build_locked(
             shutil.copy(p, dest)
 
     commit = git_commit(book.root)
-    lib = _library_hash()
+    lib = _library_hash(everything=True)
     cache = out / "executed"
     cache.mkdir(parents=True, exist_ok=True)
     for leftover in cache.glob(f".*{PARTIAL_SUFFIX}"):  # left by a run killed outright (SIGKILL)

@@ -183,13 +183,27 @@ def parse_grid(items: Sequence[str] | None) -> dict[str, list[Any]]:
 
 
 def text_hash(text: str) -> str:
-    """sha256 of a chapter's source text (how records and sweeps recognise a changed chapter)."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """sha256 of a chapter's code: what it computes, so that editing its prose keeps its records current.
+
+    The hash covers the code cells (source and tags) and the ``featlearn`` front matter
+    (profiles); Markdown cells are left out. A text that jupytext cannot read is hashed whole.
+    """
+    import jupytext
+
+    try:
+        nb = jupytext.reads(text, fmt="md:myst")
+    except Exception:  # not a chapter: hash the text itself
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    code = [[c.source, sorted(c.metadata.get("tags", []))] for c in nb.cells if c.cell_type == "code"]
+    blob = json.dumps([code, nb.metadata.get("featlearn", {})], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def point_key(chapter_text: str, params: Mapping[str, Any], profile: str, library_hash: str) -> str:
-    """The identity of one grid point: sha256 of (chapter text, resolved parameters, profile, library)."""
-    blob = json.dumps([chapter_text, dict(params), profile, library_hash], sort_keys=True, default=str)
+    """The identity of one grid point: sha256 of (chapter code, resolved parameters, profile, library)."""
+    blob = json.dumps(
+        [text_hash(chapter_text), dict(params), profile, library_hash], sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
