@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -328,8 +328,17 @@ def _md_cell(x: Any) -> str:
     return _fmt(x).replace("|", "\\|").replace("\n", " ")
 
 
-def scorecard_markdown(claims: Sequence[Claim], titles: dict[str, str] | None = None) -> str:
-    """The Scorecard page: every claim with the paper's value, ours and the verdict."""
+def scorecard_markdown(
+    claims: Sequence[Claim],
+    titles: dict[str, str] | None = None,
+    across: Mapping[tuple[str, str], Sequence[str]] | None = None,
+) -> str:
+    """The Scorecard page: every claim with the paper's value, ours and the verdict.
+
+    ``across``, per ``(chapter, claim id)``, lines saying how the claim fares over recorded
+    seeds (:func:`featlearn.book.records.across_seeds`); given, they fill an "Across seeds"
+    column, and a claim without a record says so.
+    """
     titles = titles or {}
     n_hold = sum(c.holds is True for c in claims)
     n_fail = sum(c.holds is False for c in claims)
@@ -350,14 +359,19 @@ def scorecard_markdown(claims: Sequence[Claim], titles: dict[str, str] | None = 
     if not claims:
         lines.append("No chapter has recorded a claim yet.")
         return "\n".join(lines) + "\n"
-    lines += [
-        "| Chapter | Id | Claim | Paper | Ours | Verdict | Rule | Profile |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    head = "| Chapter | Id | Claim | Paper | Ours | Verdict | Rule | Profile |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if across is not None:
+        head, rule = head + " Across seeds |", rule + "---|"
+    lines += [head, rule]
     for c in claims:
         chapter = titles.get(c.chapter, c.chapter)
-        lines.append(
+        row = (
             f"| {_md_cell(chapter)} | `{c.id}` | {_md_cell(c.claim)} | {_md_cell(c.paper)} | "
             f"{_md_cell(c.value)} | {c.verdict} | {_md_cell(c.rule)} | `{c.profile}` |"
         )
+        if across is not None:
+            found = across.get((c.chapter, c.id))
+            row += f" {'<br>'.join(_md_cell(x) for x in found) if found else 'not recorded'} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"

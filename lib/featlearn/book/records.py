@@ -46,6 +46,9 @@ __all__ = [
     "records_markdown",
     "stage_record_pages",
     "add_toc_entries",
+    "across_seeds",
+    "annotate_claims",
+    "record_tally",
 ]
 
 #: Where records live, relative to the book's root.
@@ -447,6 +450,70 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
             lines.append(f"| `{s['id']}`: {_cell(s['claim'])} | {text} | {verdict} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _spread(s: Mapping[str, Any]) -> str:
+    """ "0.91 ± 0.03 (0.87 to 0.95)" for a numeric claim, "" for a yes/no one."""
+    if not s["numeric"]:
+        return ""
+    text = f"{_num(s['mean'])} ± {_num(s['sd'])}"
+    if s["numeric"] > 1:
+        text += f" ({_num(s['min'])} to {_num(s['max'])})"
+    return text + ", "
+
+
+def across_seeds(records: Sequence[Record], current: CurrentState) -> dict[tuple[str, str], list[str]]:
+    """Per ``(chapter, claim id)``: one line per recorded profile saying how the claim fares.
+
+    E.g. "`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold: ✅ holds". A stale record's
+    line says "stale" and gives its old verdict only in brackets.
+    """
+    out: dict[tuple[str, str], list[str]] = {}
+    for rec in records:
+        st = rec.staleness(current)
+        for s in rec.summary():
+            verdict = f"stale record (was: {s['verdict']})" if st else _MARK[s["verdict"]]
+            line = f"`{rec.profile}`, {s['n']} seeds: {_spread(s)}{s['holds']}/{s['n']} hold: {verdict}"
+            out.setdefault((rec.chapter, s["id"]), []).append(line)
+    return out
+
+
+def record_tally(records: Sequence[Record], current: CurrentState) -> dict[str, dict[str, int]]:
+    """Per profile, how many claims of its current (not stale) records hold, fail or are unstable."""
+    tally: dict[str, dict[str, int]] = {}
+    for rec in records:
+        if rec.staleness(current):
+            continue
+        t = tally.setdefault(rec.profile, {"holds": 0, "fails": 0, "unstable": 0})
+        for s in rec.summary():
+            t[s["verdict"]] += 1
+    return tally
+
+
+def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Sequence[str]]) -> Any:
+    """Write into each claim box of a chapter page how the claim fares across recorded seeds.
+
+    ``lines`` is :func:`across_seeds`' output. A claim no record covers says so: one seed
+    is not a result. Changes ``nb`` in place and returns it.
+    """
+    from featlearn.claims import CLAIM_MIME
+
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if CLAIM_MIME not in data or "text/markdown" not in data:
+                continue
+            cid = data[CLAIM_MIME].get("id")
+            found = lines.get((chapter, cid))
+            if found:
+                note = "Across seeds: " + "; ".join(found) + "."
+            else:
+                note = "Across seeds: not recorded yet; this single run is not a result on its own."
+            md = data["text/markdown"]
+            md = "".join(md) if isinstance(md, list) else str(md)
+            body, sep, tail = md.rstrip().rpartition("\n:::")
+            data["text/markdown"] = (f"{body}\n\n{note}{sep}{tail}" if sep else f"{md}\n\n{note}") + "\n"
+    return nb
 
 
 def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
