@@ -172,7 +172,7 @@ def swept(tmp_path_factory):
     book = tmp_path_factory.mktemp("sweep") / "book"
     shutil.copytree(FIXTURE_BOOK, book, ignore=shutil.ignore_patterns("_build"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(runner, "_library_hash", lambda: PINNED_LIB)
+        mp.setattr(runner, "_library_hash", lambda **_: PINNED_LIB)
         out = book / "_build" / "sweep-a"
         report = sweep(
             book, "fixture", profiles=["tiny"], seeds=[0, 1], grid={"n": [8, 16]}, out_dir=out, progress=False
@@ -182,7 +182,7 @@ def swept(tmp_path_factory):
 
 @pytest.fixture
 def pinned(monkeypatch):
-    monkeypatch.setattr(runner, "_library_hash", lambda: PINNED_LIB)
+    monkeypatch.setattr(runner, "_library_hash", lambda **_: PINNED_LIB)
 
 
 @pytest.mark.slow
@@ -324,11 +324,27 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     )
     assert "| ✅ holds |" in md and "0/2 hold | ❌ fails |" in md
 
-    # the chapter changes: the record is stale, and says which commit made it
+    # the build shows the record beside its own run: a Scorecard column and each claim box
+    out_dir = runner.build(book, profile="tiny", progress=False, html=False)
+    scorecard = (out_dir / "stage" / "book" / "scorecard.md").read_text()
+    assert "| Across seeds |" in scorecard and "## Recorded runs" in scorecard
+    assert "**Across recorded seeds** (current records only): `tiny`:" in scorecard
+    row = next(line for line in scorecard.splitlines() if "| `mean-small` |" in line)
+    assert row.endswith(" 2/2 hold: ✅ holds |"), row
+    chapter_page = (out_dir / "stage" / "book" / "fixture.ipynb").read_text()
+    assert chapter_page.count("Across seeds: `tiny`, 2 seeds:") == len(loaded.summary())
+    assert "book/records/tiny-fixture" in (out_dir / "stage" / "_toc.yml").read_text()
+
+    # prose edits keep the record current; a code edit makes it stale, naming the commit
+    reworded = tmp_path / "reworded"
+    shutil.copytree(book, reworded, ignore=shutil.ignore_patterns("_build", "records"))
+    with open(reworded / "book" / "fixture.md", "a") as fh:
+        fh.write("\nOne more sentence.\n")
+    assert not loaded.staleness(rec.current_state(Book(reworded).chapters(), PINNED_LIB))
     edited = tmp_path / "edited"
     shutil.copytree(book, edited, ignore=shutil.ignore_patterns("_build", "records"))
     with open(edited / "book" / "fixture.md", "a") as fh:
-        fh.write("\nOne more sentence.\n")
+        fh.write("\n```{code-cell} ipython3\nextra = 1\n```\n")
     now = rec.current_state(Book(edited).chapters(), PINNED_LIB)
     st = loaded.staleness(now)
     assert st.chapter_changed and not st.library_changed and st.commit == loaded.commit

@@ -38,6 +38,7 @@ import nbformat
 import yaml
 
 from featlearn import claims as _claims
+from featlearn.book import records as _records
 from featlearn.book.notebooks import COLAB_MARKER, Chapter, ParameterError, is_chapter_file, read_chapter
 from featlearn.book.page import ENV_MIME
 
@@ -512,6 +513,27 @@ def _stage_notebook(
     return nb
 
 
+def _write_scorecard(
+    gathered: list[_claims.Claim],
+    titles: dict[str, str],
+    recs: list[_records.Record],
+    current: _records.CurrentState,
+    stage: Path,
+) -> None:
+    """Write the Scorecard (this build beside the committed records) and stage the records' pages."""
+    scorecard = _claims.scorecard_markdown(gathered, titles, _records.across_seeds(recs, current))
+    tally = _records.record_tally(recs, current)
+    if tally:
+        summary = "; ".join(
+            f"`{p}`: {t['holds']} hold, {t['fails']} fail, {t['unstable']} unstable" for p, t in tally.items()
+        )
+        head, sep, rest = scorecard.partition("\n\n| Chapter")
+        scorecard = f"{head}\n\n**Across recorded seeds** (current records only): {summary}.{sep}{rest}"
+    scorecard += "\n" + _records.records_markdown(recs, current, link_pages=True)
+    (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
+    _records.add_toc_entries(stage / "_toc.yml", _records.stage_record_pages(recs, stage, current))
+
+
 def _split_overrides(chapters: list[Chapter], overrides: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Route ``chapter.key=value`` to one chapter and bare ``key=value`` to every chapter that has ``key``."""
     names = {c.name: c for c in chapters}
@@ -690,6 +712,9 @@ def _build_locked(
     for leftover in cache.glob(f".*{PARTIAL_SUFFIX}"):  # left by a run killed outright (SIGKILL)
         leftover.unlink(missing_ok=True)
     gathered: list[_claims.Claim] = []
+    recs = _records.load_records(book.root / _records.RECORDS_DIR)
+    current = _records.current_state(chapters, _library_hash())
+    across = _records.across_seeds(recs, current)
     bar = tqdm(chapters, desc="chapters", unit="chapter", disable=not progress)
     for ch in bar:
         bar.set_postfix_str(ch.name)
@@ -732,15 +757,14 @@ def _build_locked(
             tqdm.write(f"{ch.name}: unchanged since its last run, reusing it")
         gathered += _claims.claims_from_notebook(nb)
         nbformat.write(
-            _stage_notebook(nb, ch, info), stage / ch.path.relative_to(book.root).with_suffix(".ipynb")
+            _stage_notebook(_records.annotate_claims(copy.deepcopy(nb), ch.name, across), ch, info),
+            stage / ch.path.relative_to(book.root).with_suffix(".ipynb"),
         )
 
     _claims.write_claims_json(gathered, out / "claims.json")
     titles = {c.name: c.title for c in chapters}
     (stage / "book").mkdir(parents=True, exist_ok=True)
-    (stage / "book" / "scorecard.md").write_text(
-        _claims.scorecard_markdown(gathered, titles), encoding="utf-8"
-    )
+    _write_scorecard(gathered, titles, recs, current, stage)
 
     if html:
         cmd = _jupyter_book() + [
