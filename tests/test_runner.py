@@ -77,7 +77,11 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     )
 
     score = (html / "book" / "scorecard.html").read_text()
-    assert "always-fails" in score and "❌ fails" in score and "1 hold, 1 fail" in score
+    assert (
+        "always-fails" in score
+        and '"fl-verdict fl-verdict-fails">fails<' in score
+        and "1 hold, 1 fail" in score
+    )
 
     staged = nbformat.read(out / "stage" / "book" / "fixture.ipynb", as_version=4)
     assert "application/vnd.featlearn" not in json.dumps(staged)

@@ -17,6 +17,7 @@ from featlearn.book import runner
 from featlearn.book.cli import main as cli
 from featlearn.book.notebooks import ParameterError
 from featlearn.book.runner import Book, BuildError
+from featlearn.book.scorecard import badge
 from featlearn.book.sweep import (
     SEED_VERDICT_RULE,
     _load_finished,
@@ -32,6 +33,7 @@ from featlearn.claims import Claim
 # Keys hash the library; pin it so that a library file edited during the test run does
 # not turn a resume into a rerun.
 PINNED_LIB = "pinned-library-hash"
+REAL_LIBRARY_HASH = runner._library_hash
 
 
 # --------------------------------------------------------------------------- no cluster
@@ -149,7 +151,11 @@ def test_records_markdown_statistics_and_stale_marking(tmp_path):
     md = rec.records_markdown([r], current)
     assert "### A chapter (`ch`, `fast`)" in md and "seeds 0–4" in md and "commit `abc1234`" in md
     assert "| `a`: claim a | `fast`, 5 seeds: 2 ± 1.581, 4/5 hold | ✅ holds |" in md
-    assert "| `b`: claim b | `fast`, 5 seeds: 0/5 hold | ❌ fails |" in md  # bools: no mean, not measured
+    # holds=None in every seed: "not measured", never "fails" (bools: no mean either)
+    assert "| `b`: claim b | `fast`, 5 seeds: not measured in any seed | ⚠️ not measured |" in md
+    assert rec.record_tally([r], current) == {
+        "fast": {"holds": 1, "fails": 1, "unstable": 0, "not measured": 1}
+    }
     assert "| `c`: claim c | `fast`, 5 seeds: 0/5 hold | ❌ fails |" in md  # NaN: no statistics
     assert "stale" not in md.split("### ")[1]
     for cur, reason in [
@@ -327,10 +333,11 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     # the build shows the record beside its own run: a Scorecard column and each claim box
     out_dir = runner.build(book, profile="tiny", progress=False, html=False)
     scorecard = (out_dir / "stage" / "book" / "scorecard.md").read_text()
-    assert "| Across seeds |" in scorecard and "## Recorded runs" in scorecard
+    assert "  - Across seeds\n" in scorecard and "## Recorded runs" in scorecard
     assert "**Across recorded seeds** (current records only): `tiny`:" in scorecard
-    row = next(line for line in scorecard.splitlines() if "| `mean-small` |" in line)
-    assert row.endswith(" 2/2 hold: ✅ holds |"), row
+    # the claim's row (a list-table: claim, paper, ours, then across seeds) shows the record's verdict
+    row = scorecard[scorecard.index('<span class="fl-id">mean-small</span>') :].splitlines()
+    assert row[3].startswith(f"  - {badge('holds')} `tiny`, 2 seeds: ") and row[3].endswith(" 2/2 hold"), row
     chapter_page = (out_dir / "stage" / "book" / "fixture.ipynb").read_text()
     assert chapter_page.count("Across seeds: `tiny`, 2 seeds:") == len(loaded.summary())
     assert "book/records/tiny-fixture" in (out_dir / "stage" / "_toc.yml").read_text()
@@ -390,11 +397,12 @@ def test_library_hash_ignores_pipeline_modules_only(tmp_path, monkeypatch):
     shutil.copytree(featlearn.__path__[0], pkg, ignore=shutil.ignore_patterns("__pycache__"))
     fake = pkg / "book" / "runner.py"
     monkeypatch.setattr(runner, "__file__", str(fake))
-    before, before_all = runner._library_hash(), runner._library_hash(everything=True)
+    library_hash = REAL_LIBRARY_HASH  # other tests of this module pin runner._library_hash
+    before, before_all = library_hash(), library_hash(everything=True)
     (pkg / "book" / "records.py").write_text("# edited renderer\n", encoding="utf-8")
-    assert runner._library_hash() == before
-    assert runner._library_hash(everything=True) != before_all
+    assert library_hash() == before
+    assert library_hash(everything=True) != before_all
     for changed in ("book/page.py", "agop.py"):
         (pkg / changed).write_text("# edited\n", encoding="utf-8")
-        assert runner._library_hash() != before
-        before = runner._library_hash()
+        assert library_hash() != before
+        before = library_hash()

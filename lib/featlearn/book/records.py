@@ -57,7 +57,12 @@ RECORDS_DIR = "records"
 #: A recorded notebook above this size is reported (it is committed to the repository).
 NOTEBOOK_WARN_BYTES = 3 * 2**20
 
-_MARK = {"holds": "✅ holds", "fails": "❌ fails", "unstable": "⚠️ unstable"}
+_MARK = {
+    "holds": "✅ holds",
+    "fails": "❌ fails",
+    "unstable": "⚠️ unstable",
+    "not measured": "⚠️ not measured",
+}
 
 
 class RecordWarning(UserWarning):
@@ -157,7 +162,9 @@ class Record:
         """Per claim id (in first-seen order): mean, sd, min, max, n, holds and verdict across seeds.
 
         The statistics are over the values that are numbers (not bools, not NaN); ``numeric``
-        says how many there were. ``n`` counts every seed that recorded the claim.
+        says how many there were. ``n`` counts every seed that recorded the claim, ``measured``
+        those where it could be judged (not "not measured"); with none, the verdict is
+        "not measured".
         """
         per: dict[str, list[Claim]] = {}
         for c in self.claims:
@@ -171,6 +178,7 @@ class Record:
             ]
             nums = [x for x in nums if not math.isnan(x)]
             n, k = len(cs), sum(c.holds is True for c in cs)
+            measured = sum(c.holds is not None for c in cs)
             out.append(
                 {
                     "id": cid,
@@ -184,7 +192,10 @@ class Record:
                     "sd": statistics.stdev(nums) if len(nums) > 1 else math.nan,
                     "min": min(nums) if nums else math.nan,
                     "max": max(nums) if nums else math.nan,
-                    "verdict": seed_verdict(k, n),
+                    "measured": measured,
+                    # a claim no seed could measure is "not measured", never "fails"; one
+                    # not measured in some seeds counts those seeds as not holding
+                    "verdict": seed_verdict(k, n) if measured else "not measured",
                 }
             )
         return out
@@ -445,7 +456,7 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
             stats = f"{_num(s['mean'])} ± {_num(s['sd'])}, " if s["numeric"] else ""
             if 0 < s["numeric"] < s["n"]:
                 stats = f"{stats[:-2]} (of {s['numeric']} numeric values), "
-            text = f"`{rec.profile}`, {s['n']} seeds: {stats}{s['holds']}/{s['n']} hold"
+            text = f"`{rec.profile}`, {s['n']} seeds: {stats}{_holds_text(s)}"
             verdict = f"stale (was: {s['verdict']})" if st else _MARK[s["verdict"]]
             lines.append(f"| `{s['id']}`: {_cell(s['claim'])} | {text} | {verdict} |")
         lines.append("")
@@ -462,6 +473,13 @@ def _spread(s: Mapping[str, Any]) -> str:
     return text + ", "
 
 
+def _holds_text(s: Mapping[str, Any]) -> str:
+    """ "4/5 hold", or "not measured in any seed" for a claim no seed could judge."""
+    if not s.get("measured", s["n"]):
+        return "not measured in any seed"
+    return f"{s['holds']}/{s['n']} hold"
+
+
 def across_seeds(records: Sequence[Record], current: CurrentState) -> dict[tuple[str, str], list[str]]:
     """Per ``(chapter, claim id)``: one line per recorded profile saying how the claim fares.
 
@@ -473,7 +491,7 @@ def across_seeds(records: Sequence[Record], current: CurrentState) -> dict[tuple
         st = rec.staleness(current)
         for s in rec.summary():
             verdict = f"stale record (was: {s['verdict']})" if st else _MARK[s["verdict"]]
-            line = f"`{rec.profile}`, {s['n']} seeds: {_spread(s)}{s['holds']}/{s['n']} hold: {verdict}"
+            line = f"`{rec.profile}`, {s['n']} seeds: {_spread(s)}{_holds_text(s)}: {verdict}"
             out.setdefault((rec.chapter, s["id"]), []).append(line)
     return out
 
@@ -484,27 +502,41 @@ def record_tally(records: Sequence[Record], current: CurrentState) -> dict[str, 
     for rec in records:
         if rec.staleness(current):
             continue
-        t = tally.setdefault(rec.profile, {"holds": 0, "fails": 0, "unstable": 0})
+        t = tally.setdefault(rec.profile, {"holds": 0, "fails": 0, "unstable": 0, "not measured": 0})
         for s in rec.summary():
             t[s["verdict"]] += 1
     return tally
 
 
 def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Sequence[str]]) -> Any:
-    """Write into each claim box of a chapter page how the claim fares across recorded seeds.
+    """Make a chapter's claim boxes ready for the site (at staging time; the run is not touched).
 
-    ``lines`` is :func:`across_seeds`' output. A claim no record covers says so: one seed
-    is not a result. Changes ``nb`` in place and returns it.
+    - Each claim box says how the claim fares across recorded seeds (``lines`` is
+      :func:`across_seeds`' output); a claim no record covers says so: one seed is not a
+      result.
+    - The verdict marks are badges any font renders (:func:`featlearn.book.scorecard.font_safe`),
+      not emoji.
+    - The chapter's not-measured claims become one compact table in place of the first of
+      their boxes (:func:`featlearn.book.scorecard.not_measured_markdown`); their other
+      outputs are dropped.
+
+    Changes ``nb`` in place and returns it.
     """
+    from featlearn.book.scorecard import font_safe, not_measured_markdown
     from featlearn.claims import CLAIM_MIME
 
+    unmeasured: list[tuple[Any, Any, Claim]] = []  # (cell, output, claim)
     for cell in nb.cells:
         for out in cell.get("outputs", []):
             data = out.get("data", {})
             if CLAIM_MIME not in data or "text/markdown" not in data:
                 continue
-            cid = data[CLAIM_MIME].get("id")
-            found = lines.get((chapter, cid))
+            claim = _claim_of_output(data[CLAIM_MIME])
+            if claim is not None and claim.status == "not measured":
+                unmeasured.append((cell, out, claim))
+                continue
+            cid = claim.id if claim is not None else None
+            found = lines.get((chapter, cid)) if cid is not None else None
             if found:
                 note = "Across seeds: " + "; ".join(found) + "."
             else:
@@ -512,8 +544,26 @@ def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Seque
             md = data["text/markdown"]
             md = "".join(md) if isinstance(md, list) else str(md)
             body, sep, tail = md.rstrip().rpartition("\n:::")
-            data["text/markdown"] = (f"{body}\n\n{note}{sep}{tail}" if sep else f"{md}\n\n{note}") + "\n"
+            md = (f"{body}\n\n{note}{sep}{tail}" if sep else f"{md}\n\n{note}") + "\n"
+            data["text/markdown"] = font_safe(md)
+    if unmeasured:
+        _, first, _ = unmeasured[0]
+        first["data"]["text/markdown"] = not_measured_markdown([c for _, _, c in unmeasured], lines)
+        first["data"]["text/plain"] = f"{len(unmeasured)} claims not measured"
+        drop = {id(out) for _, out, _ in unmeasured[1:]}
+        for cell in nb.cells:
+            if "outputs" in cell:
+                cell["outputs"] = [o for o in cell["outputs"] if id(o) not in drop]
     return nb
+
+
+def _claim_of_output(payload: Any) -> Claim | None:
+    """The :class:`Claim` an output carries (its claim MIME data, a dict or JSON text), or None."""
+    try:
+        d = json.loads(payload) if isinstance(payload, str) else payload
+        return _claim_from(d)
+    except (TypeError, ValueError):
+        return None
 
 
 def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
@@ -621,7 +671,7 @@ def stage_record_pages(
 
 
 def add_toc_entries(toc_path: str | Path, entries: Sequence[Mapping[str, Any]]) -> None:
-    """Append ``entries`` to a (staged) ``_toc.yml``: to ``chapters``, or to the last part's chapters."""
+    """Add ``entries`` to a (staged) ``_toc.yml``: after the Scorecard, else at the end of the chapters."""
     import yaml
 
     if not entries:
@@ -629,7 +679,12 @@ def add_toc_entries(toc_path: str | Path, entries: Sequence[Mapping[str, Any]]) 
     toc_path = Path(toc_path)
     toc = yaml.safe_load(toc_path.read_text(encoding="utf-8")) or {}
     if "parts" in toc and toc["parts"]:
-        toc["parts"][-1].setdefault("chapters", []).extend(dict(e) for e in entries)
+        chapters = toc["parts"][-1].setdefault("chapters", [])
     else:
-        toc.setdefault("chapters", []).extend(dict(e) for e in entries)
+        chapters = toc.setdefault("chapters", [])
+    # right after the Scorecard, which summarises the records, when the book has one
+    at = next(
+        (i + 1 for i, c in enumerate(chapters) if str(c.get("file", "")).endswith("scorecard")), len(chapters)
+    )
+    chapters[at:at] = [dict(e) for e in entries]
     toc_path.write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True), encoding="utf-8")

@@ -142,7 +142,9 @@ def git_commit(root: Path) -> str:
 #: Modules of ``featlearn.book`` that only orchestrate, render or check: they cannot change a
 #: chapter's numbers, so editing them leaves records and sweep points current. ``page`` (seeding,
 #: threads, value checks) and ``notebooks`` (parameter resolution) do count.
-_PIPELINE_ONLY = frozenset({"cli.py", "pairing.py", "records.py", "runner.py", "sitecheck.py", "sweep.py"})
+_PIPELINE_ONLY = frozenset(
+    {"cli.py", "pairing.py", "records.py", "runner.py", "scorecard.py", "sitecheck.py", "sweep.py"}
+)
 
 
 def _library_hash(*, everything: bool = False) -> str:
@@ -521,15 +523,14 @@ def _write_scorecard(
     stage: Path,
 ) -> None:
     """Write the Scorecard (this build beside the committed records) and stage the records' pages."""
-    scorecard = _claims.scorecard_markdown(gathered, titles, _records.across_seeds(recs, current))
-    tally = _records.record_tally(recs, current)
-    if tally:
-        summary = "; ".join(
-            f"`{p}`: {t['holds']} hold, {t['fails']} fail, {t['unstable']} unstable" for p, t in tally.items()
-        )
-        head, sep, rest = scorecard.partition("\n\n| Chapter")
-        scorecard = f"{head}\n\n**Across recorded seeds** (current records only): {summary}.{sep}{rest}"
-    scorecard += "\n" + _records.records_markdown(recs, current, link_pages=True)
+    from featlearn.book import scorecard as _scorecard
+
+    scorecard = _scorecard.scorecard_markdown(
+        gathered,
+        titles,
+        _scorecard.seed_verdicts(recs, current),
+        recorded_runs=_records.records_markdown(recs, current, link_pages=True),
+    )
     (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
     _records.add_toc_entries(stage / "_toc.yml", _records.stage_record_pages(recs, stage, current))
 
@@ -693,6 +694,8 @@ def _build_locked(
     stage.mkdir(parents=True)
     for f in ("_config.yml", "_toc.yml"):
         shutil.copy(book.root / f, stage / f)
+    if (book.root / "_static").is_dir():  # the book's CSS: Jupyter Book adds every _static/*.css
+        shutil.copytree(book.root / "_static", stage / "_static")
     src_book = book.root / "book"
     for p in sorted(src_book.rglob("*")):
         if (

@@ -1,0 +1,403 @@
+"""The Scorecard page and the verdict marks of the site, in a form any font renders.
+
+Why: a verdict a reader cannot see is no verdict. The Scorecard gives one section per
+chapter, each row leading with its verdict, and a summary on top; it fits the page at
+1280 px and stacks its rows at phone width (``_static/featlearn.css``). Verdicts are
+shown as badges (a coloured box with the word, a CSS-drawn mark before it), never as
+emoji, which show as empty boxes where no emoji font is installed. The same badges
+replace the emoji marks of the claim boxes on chapter pages, and a chapter's
+not-measured claims are shown as one compact table (:func:`not_measured_markdown`).
+
+Everything here is markdown (MyST) for a staged page; nothing here measures anything.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from featlearn.book import records as _records
+from featlearn.claims import Claim
+
+__all__ = [
+    "VERDICT_CLASS",
+    "SeedVerdict",
+    "badge",
+    "font_safe",
+    "seed_verdicts",
+    "scorecard_markdown",
+    "not_measured_markdown",
+]
+
+#: The CSS class of each verdict's badge (``_static/featlearn.css`` styles them);
+#: every badge also has the class ``fl-verdict``.
+VERDICT_CLASS = {
+    "holds": "fl-verdict-holds",
+    "fails": "fl-verdict-fails",
+    "not measured": "fl-verdict-none",
+    "unstable": "fl-verdict-unstable",
+    "stale": "fl-verdict-stale",
+    "not recorded": "fl-verdict-none",
+}
+
+#: The emoji marks that :mod:`featlearn.claims` and :mod:`featlearn.book.records` write,
+#: and the verdict each one stands for.
+_EMOJI_MARKS = {
+    "✅ holds": "holds",
+    "❌ fails": "fails",
+    "⚠️ not measured": "not measured",
+    "⚠ not measured": "not measured",
+    "⚠️ unstable": "unstable",
+    "⚠ unstable": "unstable",
+}
+_STRAY_EMOJI = re.compile("[\u2705\u274c\u26a0]\ufe0f? ?")
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|{}$~&!])")
+_MD_LEADING = re.compile(r"^([-+=:](?=\s|$)|\d+(?=[.)](?:\s|$)))")
+
+
+def badge(verdict: str) -> str:
+    """The verdict as an inline HTML badge: ``<span class="fl-verdict ...">holds</span>``.
+
+    Parameters
+    ----------
+    verdict
+        ``"holds"``, ``"fails"``, ``"not measured"``, ``"unstable"``, ``"stale"`` or
+        ``"not recorded"``; the badge shows this word.
+    """
+    return f'<span class="fl-verdict {VERDICT_CLASS[verdict]}">{verdict}</span>'
+
+
+def font_safe(text: str) -> str:
+    """``text`` with the emoji verdict marks (✅ holds, ❌ fails, ⚠️ …) replaced by badges.
+
+    A stray ✅, ❌ or ⚠️ without a known verdict word after it is dropped.
+    """
+    for mark, verdict in _EMOJI_MARKS.items():
+        text = text.replace(mark, badge(verdict))
+    return _STRAY_EMOJI.sub("", text)
+
+
+def _text(value: object) -> str:
+    """Plain text for a markdown cell, on one line, its markdown characters escaped.
+
+    A paper value such as ``"> 0.9"`` would otherwise start a block quote, a leading
+    ``-`` or ``1.`` a list, and a ``|``, ``*`` or ``$`` change the table, emphasis or math.
+    """
+    s = " ".join((value if isinstance(value, str) else _fmt(value)).split())
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    return _MD_LEADING.sub(lambda m: m.group(1) + "\\" if m.group(1)[0].isdigit() else "\\" + m.group(1), s)
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _id(claim_id: str) -> str:
+    return f'<span class="fl-id">{_text(claim_id)}</span>'
+
+
+def _rule(rule: str) -> str:
+    """The rule without its leading "holds if " (the column says it)."""
+    return _text(rule.removeprefix("holds if "))
+
+
+@dataclass(frozen=True)
+class SeedVerdict:
+    """How one claim fares across the seeds of one record (one profile)."""
+
+    profile: str
+    #: Seeds that recorded the claim, and in how many of them it held.
+    n: int
+    holds: int
+    #: ``"0.91 ± 0.03 (0.87 to 0.95)"`` for a numeric claim, ``""`` for a yes/no one.
+    spread: str
+    #: ``"holds"``, ``"fails"`` or ``"unstable"`` (:func:`featlearn.book.sweep.seed_verdict`), or
+    #: ``"not measured"`` when no seed could judge the claim.
+    verdict: str
+    #: ``""`` for a current record, else why it is stale (``"stale (made at …; …)"``).
+    stale: str = ""
+
+    def describe(self) -> str:
+        """``"`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold"`` (markdown)."""
+        spread = f"{_text(self.spread)}, " if self.spread else ""
+        if self.verdict == "not measured":
+            return f"`{self.profile}`, {self.n} seeds: {spread}not measured in any seed"
+        return f"`{self.profile}`, {self.n} seeds: {spread}{self.holds}/{self.n} hold"
+
+    def markdown(self) -> str:
+        """The badge (``stale`` for a stale record) and :meth:`describe`."""
+        if self.stale:
+            return f"{badge('stale')} {self.describe()} ({_text(self.stale)}; was: {self.verdict})"
+        return f"{badge(self.verdict)} {self.describe()}"
+
+
+def seed_verdicts(
+    records: Sequence[_records.Record], current: _records.CurrentState
+) -> dict[tuple[str, str], list[SeedVerdict]]:
+    """Per ``(chapter, claim id)``, one :class:`SeedVerdict` per record that covers the claim.
+
+    The structured twin of :func:`featlearn.book.records.across_seeds` (same numbers).
+    """
+    out: dict[tuple[str, str], list[SeedVerdict]] = {}
+    for rec in records:
+        st = rec.staleness(current)
+        for s in rec.summary():
+            out.setdefault((rec.chapter, s["id"]), []).append(
+                SeedVerdict(
+                    profile=rec.profile,
+                    n=int(s["n"]),
+                    holds=int(s["holds"]),
+                    spread=_records._spread(s).removesuffix(", "),
+                    verdict=str(s["verdict"]),
+                    stale=st.describe() if st else "",
+                )
+            )
+    return out
+
+
+def _count(n: int, verdict: str) -> str:
+    """``"1 holds"``, ``"3 hold"``, ``"2 fail"``, ``"1 not measured"``: a count and its verb."""
+    return f"{n} {verdict.removesuffix('s') if verdict in ('holds', 'fails') and n != 1 else verdict}"
+
+
+def _role_text(s: str) -> str:
+    """Text that can stand inside a role's explicit title (no backquote or angle bracket)."""
+    return re.sub(r"[`<>]", "", s)
+
+
+def _this_build(claims: Sequence[Claim]) -> dict[str, int]:
+    t = {"holds": 0, "fails": 0, "not measured": 0}
+    for c in claims:
+        t[c.status] += 1
+    return t
+
+
+def _across_tally(
+    claims: Sequence[Claim], across: Mapping[tuple[str, str], Sequence[SeedVerdict]]
+) -> dict[str, dict[str, int]]:
+    """Per profile, how many of ``claims`` hold, fail or are unstable in current records."""
+    t: dict[str, dict[str, int]] = {}
+    for c in claims:
+        for sv in across.get((c.chapter, c.id), ()):
+            if not sv.stale:
+                t.setdefault(sv.profile, {"holds": 0, "fails": 0, "unstable": 0, "not measured": 0})[
+                    sv.verdict
+                ] += 1
+    return t
+
+
+def _tally_text(t: Mapping[str, Mapping[str, int]]) -> str:
+    return "; ".join(
+        f"`{p}`: {v['holds']} hold, {v['fails']} fail, {v['unstable']} unstable"
+        + (f", {v['not measured']} not measured" if v.get("not measured") else "")
+        for p, v in t.items()
+    )
+
+
+def _list_table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str, widths: Sequence[int]) -> str:
+    """A MyST ``list-table`` (cells are markdown; a cell may hold several paragraphs)."""
+    out = [
+        "```{list-table}",
+        ":header-rows: 1",
+        f":class: {cls}",
+        f":widths: {' '.join(map(str, widths))}",
+        "",
+    ]
+    for row in [list(header), *rows]:
+        for i, cell in enumerate(row):
+            paras = (cell or "—").split("\n\n")
+            out.append(("* - " if i == 0 else "  - ") + paras[0])
+            out += [line for p in paras[1:] for line in ("", "    " + p)]
+    out.append("```")
+    return "\n".join(out)
+
+
+def _label(chapter: str) -> str:
+    return "scorecard-" + re.sub(r"[^a-z0-9-]+", "-", chapter.lower()).strip("-")
+
+
+def scorecard_markdown(
+    claims: Sequence[Claim],
+    titles: Mapping[str, str] | None = None,
+    across: Mapping[tuple[str, str], Sequence[SeedVerdict]] | None = None,
+    *,
+    recorded_runs: str = "",
+    link_chapters: bool = True,
+) -> str:
+    """The Scorecard page: a summary per chapter, then one section per chapter.
+
+    Parameters
+    ----------
+    claims
+        The claims of this build, in chapter order (as ``_build/claims.json``).
+    titles
+        Chapter name -> title, for the headings (a chapter without one is headed by its name).
+    across
+        Per ``(chapter, claim id)``, how the claim fares in the recorded runs
+        (:func:`seed_verdicts`). A chapter with a recorded claim gets an "Across seeds"
+        column (its other claims say "not recorded"), and so does the summary; given but
+        with no record at all, the page says that no claim is recorded yet.
+    recorded_runs
+        Markdown appended at the end (the "Recorded runs" section of
+        :func:`featlearn.book.records.records_markdown`); its emoji marks become badges.
+    link_chapters
+        Link each section to its chapter's page (``{doc}`<chapter>```; the Scorecard and
+        the chapters are in the same folder).
+
+    Returns
+    -------
+    str
+        MyST markdown. Verdicts are HTML badges (:func:`badge`) styled by
+        ``_static/featlearn.css``: class ``fl-summary`` on the summary table (and
+        ``fl-with-seeds`` when it has the across-seeds column), ``fl-claims``
+        on each chapter's table, ``fl-id`` on each claim id.
+    """
+    titles = titles or {}
+    t = _this_build(claims)
+    lines = [
+        "# Scorecard",
+        "",
+        "Every headline claim the chapters test, gathered by the build from the executed "
+        "chapters. *Paper* is the published value, *ours* is what the chapter measured at "
+        "the profile shown, and the verdict applies the rule stated next to each claim. "
+        "A claim measured at the `fast` profile tests the paper's mechanism at small scale "
+        "and on offline data; rerun the chapter at the `paper` profile for the paper's "
+        "setting. The same rows are in `_build/claims.json`.",
+        "",
+        f"**{len(claims)} claims: {t['holds']} hold, {t['fails']} fail, {t['not measured']} not measured.**",
+        "",
+    ]
+    if across is not None:
+        tally = _across_tally(claims, across)
+        if tally:
+            lines += [f"**Across recorded seeds** (current records only): {_tally_text(tally)}.", ""]
+    if not claims:
+        lines.append("No chapter has recorded a claim yet.")
+        return "\n".join(lines) + "\n" + (f"\n{font_safe(recorded_runs)}" if recorded_runs else "")
+
+    chapters: dict[str, list[Claim]] = {}
+    for c in claims:
+        chapters.setdefault(c.chapter, []).append(c)
+
+    recorded = across is not None and any(across.get((c.chapter, c.id)) for c in claims)
+    header = ["Chapter", "Holds", "Fails", "Not measured"]
+    widths = [52, 14, 14, 20]
+    if recorded:
+        header.append("Across seeds")
+        widths = [36, 10, 10, 14, 30]
+    rows = []
+    for ch, cs in chapters.items():
+        tc = _this_build(cs)
+        row = [
+            f"{{ref}}`{_role_text(titles.get(ch, ch))} <{_label(ch)}>`",
+            str(tc["holds"]),
+            str(tc["fails"]),
+            str(tc["not measured"]),
+        ]
+        if across is not None and recorded:
+            ta = _across_tally(cs, across)
+            stale = any(sv.stale for c in cs for sv in across.get((c.chapter, c.id), ()))
+            text = "; ".join(
+                f"`{p}`: "
+                + ", ".join(
+                    _count(v[k], k) for k in ("holds", "fails", "unstable", "not measured") if v.get(k)
+                )
+                for p, v in ta.items()
+            )
+            row.append(text or ("stale record" if stale else "not recorded"))
+        rows.append(row)
+    cls = "fl-summary fl-with-seeds" if recorded else "fl-summary"
+    lines += ["## Summary", "", _list_table(header, rows, cls, widths), ""]
+    if across is not None and not recorded:
+        lines += [
+            "No claim has been recorded across seeds yet: each verdict below is one run at one "
+            "seed, not a result on its own (`featlearn record <chapter> --profile fast --seeds 0-4`).",
+            "",
+        ]
+
+    for ch, cs in chapters.items():
+        tc = _this_build(cs)
+        profiles = ", ".join(f"`{p}`" for p in dict.fromkeys(c.profile for c in cs))
+        facts = [
+            f"Profile {profiles}",
+            ", ".join(_count(tc[k], k) for k in ("holds", "fails", "not measured") if tc[k]),
+        ]
+        if link_chapters and ch in titles:
+            facts.append(f"{{doc}}`read the chapter <{ch}>`")
+        lines += [f"({_label(ch)})=", f"## {titles.get(ch, ch)}", "", " · ".join(facts) + ".", ""]
+        header = ["Verdict", "Claim", "Paper", "Ours", "Rule"]
+        widths = [15, 43, 14, 14, 14]
+        with_across = across is not None and any(across.get((c.chapter, c.id)) for c in cs)
+        if with_across:
+            header.insert(4, "Across seeds")
+            widths = [13, 29, 11, 13, 22, 12]
+        elif across is not None and recorded:
+            lines += ["No claim of this chapter has been recorded across seeds yet.", ""]
+        rows = []
+        for c in cs:
+            verdict = badge(c.status) + (f" <small>({_text(c.reason)})</small>" if c.reason else "")
+            claim = f"{_text(c.claim)} {_id(c.id)}"
+            row = [verdict, claim, _text(c.paper), _text(c.value), _rule(c.rule)]
+            if across is not None and with_across:
+                found = across.get((c.chapter, c.id))
+                row.insert(4, "\n\n".join(sv.markdown() for sv in found) if found else "not recorded")
+            rows.append(row)
+        lines += [_list_table(header, rows, "fl-claims", widths), ""]
+    text = "\n".join(lines) + "\n"
+    if recorded_runs:
+        text += "\n" + font_safe(recorded_runs)
+    return text
+
+
+def not_measured_markdown(
+    claims: Sequence[Claim], across: Mapping[tuple[str, str], Sequence[str]] | None = None
+) -> str:
+    """One box with a table of a chapter's not-measured claims, and why each is not measured.
+
+    Parameters
+    ----------
+    claims
+        The chapter's claims whose status is ``"not measured"``.
+    across
+        :func:`featlearn.book.records.across_seeds`' lines; when a record covers one of
+        these claims, the table gets an "Across seeds" column.
+    """
+    across = across or {}
+    profiles = ", ".join(f"`{p}`" for p in dict.fromkeys(c.profile for c in claims))
+    n = len(claims)
+    header = ["Claim", "Paper", "Why not measured"]
+    widths = [50, 16, 34]
+    found = [across.get((c.chapter, c.id)) for c in claims]
+    if any(found):
+        header.append("Across seeds")
+        widths = [38, 12, 28, 22]
+    rows = []
+    for c, lines in zip(claims, found):
+        why = c.note or (
+            f"The measured value was {_fmt(c.value)} ({c.reason})." if c.reason else "No reason given."
+        )
+        row = [f"{_text(c.claim)} {_id(c.id)}", _text(c.paper), _text(why)]
+        if any(found):
+            row.append("\n\n".join(font_safe(x) for x in lines) if lines else "not recorded")
+        rows.append(row)
+    return "\n".join(
+        [
+            f"::::{{admonition}} {badge('not measured')} {n} claim{'s' if n != 1 else ''} at profile "
+            f"{profiles}",
+            ":class: fl-not-measured",
+            "",
+            "Recorded by this chapter but not measured in this run; the Scorecard lists them too.",
+            "",
+            _list_table(header, rows, "fl-claims fl-nm", widths),
+            "::::",
+            "",
+        ]
+    )
