@@ -14,6 +14,7 @@ import pytest
 from conftest import FIXTURE_BOOK
 from featlearn.book import records as rec
 from featlearn.book import runner
+from featlearn.book import scorecard as sc
 from featlearn.book.cli import main as cli
 from featlearn.book.notebooks import ParameterError
 from featlearn.book.runner import Book, BuildError
@@ -153,7 +154,8 @@ def test_records_markdown_statistics_and_stale_marking(tmp_path):
     assert "| `a`: claim a | `fast`, 5 seeds: 2 ± 1.581, 4/5 hold | ✅ holds |" in md
     # holds=None in every seed: "not measured", never "fails" (bools: no mean either)
     assert "| `b`: claim b | `fast`, 5 seeds: not measured in any seed | ⚠️ not measured |" in md
-    assert rec.record_tally([r], current) == {
+    # the Scorecard's tally, over one build's claims (seed 0's, as a build gathers them)
+    assert sc._across_tally(r.by_seed[0], sc.seed_verdicts([r], current)) == {
         "fast": {"holds": 1, "fails": 1, "unstable": 0, "not measured": 1}
     }
     assert "| `c`: claim c | `fast`, 5 seeds: 0/5 hold | ❌ fails |" in md  # NaN: no statistics

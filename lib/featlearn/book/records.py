@@ -48,7 +48,6 @@ __all__ = [
     "add_toc_entries",
     "across_seeds",
     "annotate_claims",
-    "record_tally",
 ]
 
 #: Where records live, relative to the book's root.
@@ -496,18 +495,6 @@ def across_seeds(records: Sequence[Record], current: CurrentState) -> dict[tuple
     return out
 
 
-def record_tally(records: Sequence[Record], current: CurrentState) -> dict[str, dict[str, int]]:
-    """Per profile, how many claims of its current (not stale) records hold, fail or are unstable."""
-    tally: dict[str, dict[str, int]] = {}
-    for rec in records:
-        if rec.staleness(current):
-            continue
-        t = tally.setdefault(rec.profile, {"holds": 0, "fails": 0, "unstable": 0, "not measured": 0})
-        for s in rec.summary():
-            t[s["verdict"]] += 1
-    return tally
-
-
 def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Sequence[str]]) -> Any:
     """Make a chapter's claim boxes ready for the site (at staging time; the run is not touched).
 
@@ -630,17 +617,9 @@ def stage_record_pages(
     ``[{"file": "book/records/index", "sections": [{"file": "book/records/<profile>-<chapter>"}, ...]}]``
     (``[]`` when there are no records).
 
-    How :func:`featlearn.book.runner.build` should call it, after the chapters are staged
-    and before ``jupyter-book build``::
-
-        from featlearn.book import records as _records
-        recs = _records.load_records(book.root / _records.RECORDS_DIR)
-        current = _records.current_state(chapters, lib)        # lib = _library_hash()
-        scorecard = _claims.scorecard_markdown(gathered, titles)
-        scorecard += "\\n" + _records.records_markdown(recs, current, link_pages=True)
-        (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
-        entries = _records.stage_record_pages(recs, stage, current)
-        _records.add_toc_entries(stage / "_toc.yml", entries)
+    :func:`featlearn.book.runner.build` calls it (through ``runner._write_scorecard``) after
+    the chapters are staged and before ``jupyter-book build``, and passes the entries to
+    :func:`add_toc_entries`.
     """
     import nbformat
 
