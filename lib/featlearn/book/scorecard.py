@@ -18,7 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from featlearn.book import records as _records
-from featlearn.claims import Claim
+from featlearn.claims import (
+    Claim,
+    _fmt,  # the one formatting of values, as claim boxes show them
+)
 
 __all__ = [
     "VERDICT_CLASS",
@@ -88,16 +91,6 @@ def _text(value: object) -> str:
     s = " ".join((value if isinstance(value, str) else _fmt(value)).split())
     s = _MD_SPECIAL.sub(r"\\\1", s)
     return _MD_LEADING.sub(lambda m: m.group(1) + "\\" if m.group(1)[0].isdigit() else "\\" + m.group(1), s)
-
-
-def _fmt(value: object) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def _id(claim_id: str) -> str:
