@@ -151,14 +151,16 @@ def test_records_markdown_statistics_and_stale_marking(tmp_path):
     current = rec.CurrentState("L1", {"ch": "h1"}, {"ch": "A chapter"})
     md = rec.records_markdown([r], current)
     assert "### A chapter (`ch`, `fast`)" in md and "seeds 0–4" in md and "commit `abc1234`" in md
-    assert "| `a`: claim a | `fast`, 5 seeds: 2 ± 1.581, 4/5 hold | ✅ holds |" in md
+    row = '* - claim {} <span class="fl-id">{}</span>\n  - `fast`, 5 seeds: {}\n  - {}'
+    assert row.format("a", "a", "2 ± 1.581, 4/5 hold", "✅ holds") in md
     # holds=None in every seed: "not measured", never "fails" (bools: no mean either)
-    assert "| `b`: claim b | `fast`, 5 seeds: not measured in any seed | ⚠️ not measured |" in md
+    assert row.format("b", "b", "not measured in any seed", "⚠️ not measured") in md
     # the Scorecard's tally, over one build's claims (seed 0's, as a build gathers them)
     assert sc._across_tally(r.by_seed[0], sc.seed_verdicts([r], current)) == {
         "fast": {"holds": 1, "fails": 1, "unstable": 0, "not measured": 1}
     }
-    assert "| `c`: claim c | `fast`, 5 seeds: 0/5 hold | ❌ fails |" in md  # NaN: no statistics
+    assert row.format("c", "c", "0/5 hold", "❌ fails") in md  # NaN: no statistics
+    assert ":class: fl-claims fl-rec" in md  # fitted to the column by _static/featlearn.css
     assert "stale" not in md.split("### ")[1]
     for cur, reason in [
         (rec.CurrentState("L2", {"ch": "h1"}), "library changed"),
@@ -330,7 +332,7 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
         f"`tiny`, 2 seeds: {pd.Series(mean_small).mean():.4g} ± {pd.Series(mean_small).std():.4g}, 2/2 hold"
         in md
     )
-    assert "| ✅ holds |" in md and "0/2 hold | ❌ fails |" in md
+    assert "\n  - ✅ holds\n" in md and "0/2 hold\n  - ❌ fails\n" in md
 
     # the build shows the record beside its own run: a Scorecard column and each claim box
     out_dir = runner.build(book, profile="tiny", progress=False, html=False)
@@ -400,10 +402,13 @@ def test_library_hash_ignores_pipeline_modules_only(tmp_path, monkeypatch):
     fake = pkg / "book" / "runner.py"
     monkeypatch.setattr(runner, "__file__", str(fake))
     library_hash = REAL_LIBRARY_HASH  # other tests of this module pin runner._library_hash
-    before, before_all = library_hash(), library_hash(everything=True)
+    before, before_run = library_hash(), library_hash(with_runner=True)
     (pkg / "book" / "records.py").write_text("# edited renderer\n", encoding="utf-8")
     assert library_hash() == before
-    assert library_hash(everything=True) != before_all
+    assert library_hash(with_runner=True) == before_run  # rendering: no chapter re-executed
+    fake.write_text("# edited executor\n", encoding="utf-8")
+    assert library_hash() == before
+    assert library_hash(with_runner=True) != before_run  # execution: the build re-runs chapters
     for changed in ("book/page.py", "agop.py"):
         (pkg / changed).write_text("# edited\n", encoding="utf-8")
         assert library_hash() != before

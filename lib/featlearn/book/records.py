@@ -43,6 +43,7 @@ __all__ = [
     "record",
     "write_record",
     "load_records",
+    "list_table",
     "records_markdown",
     "stage_record_pages",
     "add_toc_entries",
@@ -395,7 +396,30 @@ def _seeds_text(seeds: Sequence[int]) -> str:
 
 
 def _cell(s: Any) -> str:
-    return str(s).replace("|", "\\|").replace("\n", " ")
+    """One line of markdown; ``<`` escaped so that claim text cannot open an HTML tag."""
+    return " ".join(str(s).split()).replace("<", "&lt;")
+
+
+def list_table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str, widths: Sequence[int]) -> str:
+    """A MyST ``list-table`` (cells are markdown; a cell may hold several paragraphs).
+
+    Tables of claims use it rather than pipe tables: ``cls`` (e.g. ``fl-claims``) lets
+    ``_static/featlearn.css`` fit them to the column and turn rows into cards on a phone.
+    """
+    out = [
+        "```{list-table}",
+        ":header-rows: 1",
+        f":class: {cls}",
+        f":widths: {' '.join(map(str, widths))}",
+        "",
+    ]
+    for row in [list(header), *rows]:
+        for i, cell in enumerate(row):
+            paras = (cell or "—").split("\n\n")
+            out.append(("* - " if i == 0 else "  - ") + paras[0])
+            out += [line for p in paras[1:] for line in ("", "    " + p)]
+    out.append("```")
+    return "\n".join(out)
 
 
 def page_name(rec: Record) -> str:
@@ -450,15 +474,17 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
                 "```",
                 "",
             ]
-        lines += [facts, "", "| Claim | Across seeds | Verdict |", "|---|---|---|"]
+        rows = []
         for s in rec.summary():
             stats = f"{_num(s['mean'])} ± {_num(s['sd'])}, " if s["numeric"] else ""
             if 0 < s["numeric"] < s["n"]:
                 stats = f"{stats[:-2]} (of {s['numeric']} numeric values), "
             text = f"`{rec.profile}`, {s['n']} seeds: {stats}{_holds_text(s)}"
             verdict = f"stale (was: {s['verdict']})" if st else _MARK[s["verdict"]]
-            lines.append(f"| `{s['id']}`: {_cell(s['claim'])} | {text} | {verdict} |")
-        lines.append("")
+            claim = f'{_cell(s["claim"])} <span class="fl-id">{_cell(s["id"])}</span>'
+            rows.append([claim, text, verdict])
+        header = ["Claim", "Across seeds", "Verdict"]
+        lines += [facts, "", list_table(header, rows, "fl-claims fl-rec", [52, 30, 18]), ""]
     return "\n".join(lines)
 
 

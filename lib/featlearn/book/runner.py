@@ -147,17 +147,19 @@ _PIPELINE_ONLY = frozenset(
 )
 
 
-def _library_hash(*, everything: bool = False) -> str:
+def _library_hash(*, with_runner: bool = False) -> str:
     """sha256 of the library code that computes results (science modules, ``page``, ``notebooks``).
 
-    ``everything=True`` hashes the pipeline modules too: the build's cache of executed chapters
-    uses it, so a change to how chapters are executed re-runs them.
+    ``with_runner=True`` hashes this module too: the build's cache of executed chapters uses
+    it, so a change to how chapters are executed re-runs them, while a change to how results
+    are rendered or checked (Scorecard, records, site check) does not.
     """
     root = Path(__file__).parent.parent
+    skip = _PIPELINE_ONLY - {"runner.py"} if with_runner else _PIPELINE_ONLY
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         rel = p.relative_to(root)
-        if not everything and rel.parts[0] == "book" and rel.name in _PIPELINE_ONLY:
+        if rel.parts[0] == "book" and rel.name in skip:
             continue
         h.update(rel.as_posix().encode())
         h.update(p.read_bytes())
@@ -709,7 +711,7 @@ def _build_locked(
             shutil.copy(p, dest)
 
     commit = git_commit(book.root)
-    lib = _library_hash(everything=True)
+    lib = _library_hash(with_runner=True)
     cache = out / "executed"
     cache.mkdir(parents=True, exist_ok=True)
     for leftover in cache.glob(f".*{PARTIAL_SUFFIX}"):  # left by a run killed outright (SIGKILL)

@@ -195,24 +195,6 @@ def _tally_text(t: Mapping[str, Mapping[str, int]]) -> str:
     )
 
 
-def _list_table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str, widths: Sequence[int]) -> str:
-    """A MyST ``list-table`` (cells are markdown; a cell may hold several paragraphs)."""
-    out = [
-        "```{list-table}",
-        ":header-rows: 1",
-        f":class: {cls}",
-        f":widths: {' '.join(map(str, widths))}",
-        "",
-    ]
-    for row in [list(header), *rows]:
-        for i, cell in enumerate(row):
-            paras = (cell or "—").split("\n\n")
-            out.append(("* - " if i == 0 else "  - ") + paras[0])
-            out += [line for p in paras[1:] for line in ("", "    " + p)]
-    out.append("```")
-    return "\n".join(out)
-
-
 def _label(chapter: str) -> str:
     return "scorecard-" + re.sub(r"[^a-z0-9-]+", "-", chapter.lower()).strip("-")
 
@@ -308,7 +290,7 @@ def scorecard_markdown(
             row.append(text or ("stale record" if stale else "not recorded"))
         rows.append(row)
     cls = "fl-summary fl-with-seeds" if recorded else "fl-summary"
-    lines += ["## Summary", "", _list_table(header, rows, cls, widths), ""]
+    lines += ["## Summary", "", _records.list_table(header, rows, cls, widths), ""]
     if across is not None and not recorded:
         lines += [
             "No claim has been recorded across seeds yet: each verdict below is one run at one "
@@ -343,7 +325,7 @@ def scorecard_markdown(
                 found = across.get((c.chapter, c.id))
                 row.insert(4, "\n\n".join(sv.markdown() for sv in found) if found else "not recorded")
             rows.append(row)
-        lines += [_list_table(header, rows, "fl-claims", widths), ""]
+        lines += [_records.list_table(header, rows, "fl-claims", widths), ""]
     text = "\n".join(lines) + "\n"
     if recorded_runs:
         text += "\n" + font_safe(recorded_runs)
@@ -389,7 +371,7 @@ def not_measured_markdown(
             "",
             "Recorded by this chapter but not measured in this run; the Scorecard lists them too.",
             "",
-            _list_table(header, rows, "fl-claims fl-nm", widths),
+            _records.list_table(header, rows, "fl-claims fl-nm", widths),
             "::::",
             "",
         ]
