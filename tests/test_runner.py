@@ -51,7 +51,9 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     assert [(r["chapter"], r["id"], r["holds"], r["profile"]) for r in rows] == [
         ("fixture", "mean-small", True, "tiny"),
         ("fixture", "always-fails", False, "tiny"),
+        ("fixture", "matched", False, "tiny"),
     ]
+    assert rows[2]["reason"] == "matched by null" and rows[2]["baseline"]["n"] == 20
 
     page = (html / "book" / "fixture.html").read_text()
     assert "How this page was produced" in page
@@ -80,7 +82,9 @@ def test_build_site_claims_provenance_and_browser_check(fixture_book, tmp_path):
     assert (
         "always-fails" in score
         and '"fl-verdict fl-verdict-fails">fails<' in score
-        and "1 hold, 1 fail" in score
+        and "1 hold, 1 fail, 1 matched by null" in score
+        and '"fl-verdict fl-verdict-null">matched by null<' in score
+        and "null (z of 20 other samples)" in score
     )
 
     staged = nbformat.read(out / "stage" / "book" / "fixture.ipynb", as_version=4)

@@ -103,15 +103,16 @@ def test_summary_counts_by_chapter_and_across_seeds():
     # current records only: a-hold-1 holds, a-fail unstable; b-hold's record is stale
     assert "**Across recorded seeds** (current records only): `fast`: 1 hold, 0 fail, 1 unstable." in md
     ((header, alpha, beta),) = _tables(md, "fl-summary")
-    assert header == ["Chapter", "Holds", "Fails", "Not measured", "Across seeds"]
+    assert header == ["Chapter", "Holds", "Matched by null", "Fails", "Not measured", "Across seeds"]
     assert alpha == [
         "{ref}`Alpha: the first chapter <scorecard-alpha>`",
         "2",
+        "0",
         "1",
         "1",
         "`fast`: 1 holds, 1 unstable",
     ]
-    assert beta == ["{ref}`Beta chapter <scorecard-beta>`", "1", "0", "1", "stale record"]
+    assert beta == ["{ref}`Beta chapter <scorecard-beta>`", "1", "0", "0", "1", "stale record"]
 
 
 def test_across_seeds_column_filled_or_not_recorded():
@@ -129,7 +130,7 @@ def test_across_seeds_column_filled_or_not_recorded():
     assert [t[0][4] if len(t[0]) == 6 else None for t in _tables(md, "fl-claims")] == ["Across seeds", None]
     assert md.count("No claim of this chapter has been recorded across seeds yet.") == 1
     assert md.index("## Beta chapter") < md.index("No claim of this chapter has been recorded")
-    assert _tables(md, "fl-summary")[0][2][4] == "not recorded"
+    assert _tables(md, "fl-summary")[0][2][5] == "not recorded"
     none = sc.scorecard_markdown(CLAIMS, TITLES, {})
     assert "No claim has been recorded across seeds yet" in none and "Across seeds" not in none
     # without records information: no column, no tally line
@@ -255,9 +256,9 @@ def test_build_stages_css_scorecard_sections_and_font_safe_boxes(fixture_book):
     md = (stage / "book" / "scorecard.md").read_text()
     assert _sections(md) == ["Summary", "A fixture chapter", "Recorded runs"]
     ((_, row),) = _tables(md, "fl-summary")
-    assert row[1:] == ["1", "1", "0"] and "No claim has been recorded across seeds yet" in md
+    assert row[1:] == ["1", "1", "1", "0"] and "No claim has been recorded across seeds yet" in md
     ((_, *rows),) = _tables(md, "fl-claims")
-    assert [r[0] for r in rows] == [sc.badge("holds"), sc.badge("fails")]
+    assert [r[0] for r in rows] == [sc.badge("holds"), sc.badge("fails"), sc.badge("matched by null")]
     page = (stage / "book" / "fixture.ipynb").read_text()
     assert not EMOJI.search(md) and not EMOJI.search(page)
-    assert page.count('class=\\"fl-verdict ') == 2 and CLAIM_MIME not in page
+    assert page.count('class=\\"fl-verdict ') == 3 and CLAIM_MIME not in page

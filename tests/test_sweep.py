@@ -219,7 +219,7 @@ def test_local_cluster_sweep_writes_runs_claims_and_summary(swept):
         "holds",
         "key",
     ]
-    assert len(df) == 8 and set(df["claim"]) == {"mean-small", "always-fails"}
+    assert len(df) == 12 and set(df["claim"]) == {"mean-small", "always-fails", "matched"}
     assert set(df["params"]) == {'{"n": 8}', '{"n": 16}'}
     assert df.groupby("params")["seed"].nunique().to_dict() == {'{"n": 16}': 2, '{"n": 8}': 2}
 
@@ -292,7 +292,7 @@ def test_failing_point_on_a_scheduler_started_by_hand(swept, pinned, capsys):
     assert len(list((out / "points").glob("*.json"))) == 1  # the failed point reruns next time
     md = (out / "summary.md").read_text()
     assert "## Failed points" in md and "fail_at_end=True" in md
-    assert len(pd.read_csv(out / "claims.csv")) == 2
+    assert len(pd.read_csv(out / "claims.csv")) == 3  # one seed, three claims
 
 
 @pytest.mark.slow

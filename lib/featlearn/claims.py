@@ -12,15 +12,17 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "CLAIM_MIME",
+    "Baseline",
     "Claim",
     "Rule",
+    "null",
     "at_least",
     "at_most",
     "between",
@@ -31,14 +33,24 @@ __all__ = [
     "set_context",
     "claims_from_notebook",
     "write_claims_json",
-    "scorecard_markdown",
 ]
 
 #: MIME type under which a claim travels inside a notebook output.
 CLAIM_MIME = "application/vnd.featlearn.claim+json"
 
 #: How each verdict is labelled on the page and the scorecard.
-_MARK = {"holds": "✅ holds", "fails": "❌ fails", "not measured": "⚠️ not measured"}
+_MARK = {
+    "holds": "✅ holds",
+    "fails": "❌ fails",
+    "not measured": "⚠️ not measured",
+    "matched by null": "🟰 matched by null",
+}
+
+#: The reason a claim whose value passes its rule is nevertheless not a hold.
+MATCHED = "matched by null"
+
+#: The fewest draws a null needs before its 95th percentile means anything.
+MIN_NULL_DRAWS = 10
 
 _CONTEXT: dict[str, str] = {"chapter": "unknown", "profile": "unknown"}
 _RECORDED: list[Claim] = []
@@ -123,6 +135,119 @@ def is_true() -> Rule:
     return Rule("true")
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """What a model that learned nothing scores on a claim's metric: seeded draws of a null.
+
+    Why: a value that passes its threshold means nothing if a random, untrained or
+    shuffled-label stand-in passes it too. Make one with :func:`null`; give it to
+    :func:`record` as ``baseline``.
+    """
+
+    kind: str
+    draws: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind.strip():
+            raise ValueError("a null needs a kind: one phrase saying what was drawn")
+        if len(self.draws) < MIN_NULL_DRAWS:
+            raise ValueError(
+                f"a null needs at least {MIN_NULL_DRAWS} draws for its 95th percentile, got "
+                f"{len(self.draws)}; draw more (n_draws={MIN_NULL_DRAWS} or more)"
+            )
+        if not all(math.isfinite(d) for d in self.draws):
+            raise ValueError(f"null {self.kind!r} has non-finite draws: {self.draws}")
+
+    @property
+    def n(self) -> int:
+        """Number of draws."""
+        return len(self.draws)
+
+    @property
+    def mean(self) -> float:
+        """Mean of the draws."""
+        return math.fsum(self.draws) / self.n
+
+    @property
+    def sd(self) -> float:
+        """Sample standard deviation of the draws."""
+        m = self.mean
+        return math.sqrt(math.fsum((d - m) ** 2 for d in self.draws) / (self.n - 1))
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the draws (linear interpolation, as ``numpy.quantile``)."""
+        xs = sorted(self.draws)
+        pos = q * (self.n - 1)
+        lo = math.floor(pos)
+        hi = min(lo + 1, self.n - 1)
+        return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+    @property
+    def q05(self) -> float:
+        """5th percentile of the draws."""
+        return self.quantile(0.05)
+
+    @property
+    def q95(self) -> float:
+        """95th percentile of the draws."""
+        return self.quantile(0.95)
+
+    def pass_rate(self, rule: Rule) -> float:
+        """Fraction of the null's draws that ``rule`` would call a hold."""
+        if rule.kind == "true":
+            return sum(bool(d) for d in self.draws) / self.n
+        return sum(rule(d) for d in self.draws) / self.n
+
+    def beaten_by(self, value: float | bool, rule: Rule) -> bool:
+        """Whether ``value`` beats the null on the side ``rule`` asks.
+
+        ``at_least``: above the null's 95th percentile. ``at_most``: below its 5th.
+        ``between`` and ``is_true``: at most 5% of the null's draws pass the rule.
+        """
+        if rule.kind == "range" and rule.low is not None and rule.high is None:
+            return float(value) > self.q95
+        if rule.kind == "range" and rule.high is not None and rule.low is None:
+            return float(value) < self.q05
+        return self.pass_rate(rule) <= 0.05
+
+    def to_dict(self, rule: Rule | None = None) -> dict[str, Any]:
+        """The summary written to ``claims.json`` (with the null's pass rate under ``rule``)."""
+        out: dict[str, Any] = {
+            "kind": self.kind,
+            "mean": self.mean,
+            "sd": self.sd,
+            "q05": self.q05,
+            "q95": self.q95,
+            "n": self.n,
+        }
+        if rule is not None:
+            out["pass_rate"] = self.pass_rate(rule)
+        return out
+
+
+def null(kind: str, draws: Iterable[Any]) -> Baseline:
+    """A :class:`Baseline` from ``draws`` (numbers, bools, or a 1-d tensor/array of them).
+
+    Parameters
+    ----------
+    kind
+        What was drawn, in one phrase, e.g. ``"random init W, Wishart C (m = 4·c_out)"``.
+    draws
+        At least 10 values of the claim's metric, each from one seeded draw of the null.
+    """
+    if hasattr(draws, "tolist"):
+        draws = draws.tolist()
+    vals = []
+    for d in draws:
+        d = _jsonable(d)
+        if isinstance(d, bool):
+            d = float(d)
+        if not isinstance(d, (int, float)):
+            raise TypeError(f"null draws must be numbers or bools, got {d!r}")
+        vals.append(float(d))
+    return Baseline(kind, tuple(vals))
+
+
 def _jsonable(value: Any) -> Any:
     """Turn NumPy/torch scalars into plain Python so a claim serialises to JSON."""
     if value is None or isinstance(value, (bool, str)):
@@ -171,20 +296,39 @@ class Claim:
     profile: str
     rule: str
     note: str = field(default="")
-    #: Why a claim is not measured, when the value says it: ``"non-finite"`` for NaN or ±inf.
+    #: Why a claim is not measured, when the value says it: ``"non-finite"`` for NaN or ±inf;
+    #: or ``"matched by null"`` for a value that passes its rule but not its null.
     reason: str = field(default="")
+    #: The null the value was judged against (:meth:`Baseline.to_dict`), or ``None``.
+    baseline: dict[str, Any] | None = field(default=None)
 
     @property
     def status(self) -> str:
-        """``"holds"``, ``"fails"`` or ``"not measured"``."""
+        """``"holds"``, ``"fails"``, ``"matched by null"`` or ``"not measured"``."""
         if self.holds is None:
             return "not measured"
-        return "holds" if self.holds else "fails"
+        if self.holds:
+            return "holds"
+        return MATCHED if self.reason == MATCHED else "fails"
 
     @property
     def verdict(self) -> str:
         """The verdict as shown: the status's mark, with the reason when there is one."""
-        return _MARK[self.status] + (f" ({self.reason})" if self.reason else "")
+        why = f" ({self.reason})" if self.reason and self.reason != MATCHED else ""
+        return _MARK[self.status] + why
+
+    def null_text(self) -> str:
+        """The null in words: "null (kind): 0.95 ± 0.01, 95th pct 0.96, n = 20", or ""."""
+        b = self.baseline
+        if not b:
+            return ""
+        text = (
+            f"null ({b['kind']}): {_fmt(b['mean'])} ± {_fmt(b['sd'])}, 5–95th pct "
+            f"{_fmt(b['q05'])}–{_fmt(b['q95'])}, n = {b['n']}"
+        )
+        if "pass_rate" in b:
+            text += f"; {b['pass_rate']:.0%} of draws pass the rule"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``claims.json``."""
@@ -192,7 +336,7 @@ class Claim:
 
     def markdown(self) -> str:
         """The claim as a MyST admonition box."""
-        kind = {"holds": "tip", "fails": "error", "not measured": "warning"}[self.status]
+        kind = {"holds": "tip", "fails": "error", "not measured": "warning", MATCHED: "warning"}[self.status]
         mark = self.verdict
         lines = [
             f":::{{admonition}} Claim `{self.id}`: {mark}",
@@ -203,6 +347,13 @@ class Claim:
             f"Paper: **{_fmt(self.paper)}** · ours: **{_fmt(self.value)}** "
             f"({self.rule}; profile `{self.profile}`)",
         ]
+        if self.baseline:
+            beaten = (
+                "beaten"
+                if self.status != MATCHED
+                else "not beaten: a model that learned nothing does as well"
+            )
+            lines += ["", f"Against its {self.null_text()}: {beaten}."]
         if self.note:
             lines += ["", self.note]
         lines.append(":::")
@@ -224,6 +375,7 @@ def record(
     value: Any,
     rule: Rule,
     note: str = "",
+    baseline: Baseline | None = None,
     display: bool = True,
 ) -> None:
     """Record a headline claim, judge it by ``rule`` and show it in the notebook.
@@ -248,6 +400,11 @@ def record(
         How the claim is judged, e.g. ``at_least(0.9)``. ``holds = rule(value)``.
     note
         Optional sentence shown under the claim (e.g. why it failed).
+    baseline
+        The same metric on a null (:func:`null`): a random, untrained or shuffled-label
+        stand-in. A value that passes ``rule`` but does not beat the null on the side the
+        rule asks (:meth:`Baseline.beaten_by`) is not a hold: its status is
+        ``"matched by null"``.
     display
         Show the claim as a box in the notebook (default true).
     """
@@ -262,8 +419,12 @@ def record(
         raise ValueError(f"claim id {id!r} was already recorded in chapter {chapter!r}")
     value = _jsonable(value)
     paper = _finite_or_text(_jsonable(paper))
+    if baseline is not None and not isinstance(baseline, Baseline):
+        raise TypeError(f"baseline must be a featlearn.claims.Baseline (claims.null(...)), got {baseline!r}")
     reason = "non-finite" if _nonfinite(value) else ""
     holds = None if value is None or reason else bool(rule(value))
+    if holds and baseline is not None and not baseline.beaten_by(value, rule):
+        holds, reason = False, MATCHED
     value = _finite_or_text(value)
     c = Claim(
         chapter=chapter,
@@ -276,6 +437,7 @@ def record(
         rule=rule.describe(),
         note=note,
         reason=reason,
+        baseline=None if baseline is None else baseline.to_dict(rule),
     )
     _RECORDED.append(c)
     if display:
@@ -322,56 +484,3 @@ def write_claims_json(claims: Iterable[Claim], path: str | Path) -> Path:
     # allow_nan=False: a NaN or inf would write invalid JSON (record keeps them as text)
     path.write_text(json.dumps(rows, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return path
-
-
-def _md_cell(x: Any) -> str:
-    return _fmt(x).replace("|", "\\|").replace("\n", " ")
-
-
-def scorecard_markdown(
-    claims: Sequence[Claim],
-    titles: dict[str, str] | None = None,
-    across: Mapping[tuple[str, str], Sequence[str]] | None = None,
-) -> str:
-    """The Scorecard page: every claim with the paper's value, ours and the verdict.
-
-    ``across``, per ``(chapter, claim id)``, lines saying how the claim fares over recorded
-    seeds (:func:`featlearn.book.records.across_seeds`); given, they fill an "Across seeds"
-    column, and a claim without a record says so.
-    """
-    titles = titles or {}
-    n_hold = sum(c.holds is True for c in claims)
-    n_fail = sum(c.holds is False for c in claims)
-    n_none = sum(c.holds is None for c in claims)
-    lines = [
-        "# Scorecard",
-        "",
-        "Every headline claim the chapters test, gathered by the build from the executed "
-        "chapters. *Paper* is the published value, *ours* is what the chapter measured at "
-        "the profile shown, and the verdict applies the rule stated next to each claim. "
-        "A claim measured at the `fast` profile tests the paper's mechanism at small scale "
-        "and on offline data; rerun the chapter at the `paper` profile for the paper's "
-        "setting. The same rows are in `_build/claims.json`.",
-        "",
-        f"**{len(claims)} claims: {n_hold} hold, {n_fail} fail, {n_none} not measured.**",
-        "",
-    ]
-    if not claims:
-        lines.append("No chapter has recorded a claim yet.")
-        return "\n".join(lines) + "\n"
-    head = "| Chapter | Id | Claim | Paper | Ours | Verdict | Rule | Profile |"
-    rule = "|---|---|---|---|---|---|---|---|"
-    if across is not None:
-        head, rule = head + " Across seeds |", rule + "---|"
-    lines += [head, rule]
-    for c in claims:
-        chapter = titles.get(c.chapter, c.chapter)
-        row = (
-            f"| {_md_cell(chapter)} | `{c.id}` | {_md_cell(c.claim)} | {_md_cell(c.paper)} | "
-            f"{_md_cell(c.value)} | {c.verdict} | {_md_cell(c.rule)} | `{c.profile}` |"
-        )
-        if across is not None:
-            found = across.get((c.chapter, c.id))
-            row += f" {'<br>'.join(_md_cell(x) for x in found) if found else 'not recorded'} |"
-        lines.append(row)
-    return "\n".join(lines) + "\n"

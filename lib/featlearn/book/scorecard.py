@@ -39,6 +39,7 @@ VERDICT_CLASS = {
     "holds": "fl-verdict-holds",
     "fails": "fl-verdict-fails",
     "not measured": "fl-verdict-none",
+    "matched by null": "fl-verdict-null",
     "unstable": "fl-verdict-unstable",
     "stale": "fl-verdict-stale",
     "not recorded": "fl-verdict-none",
@@ -53,8 +54,9 @@ _EMOJI_MARKS = {
     "⚠ not measured": "not measured",
     "⚠️ unstable": "unstable",
     "⚠ unstable": "unstable",
+    "🟰 matched by null": "matched by null",
 }
-_STRAY_EMOJI = re.compile("[\u2705\u274c\u26a0]\ufe0f? ?")
+_STRAY_EMOJI = re.compile("[\u2705\u274c\u26a0\U0001f7f0]\ufe0f? ?")
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|{}$~&!])")
 _MD_LEADING = re.compile(r"^([-+=:](?=\s|$)|\d+(?=[.)](?:\s|$)))")
@@ -167,7 +169,7 @@ def _role_text(s: str) -> str:
 
 
 def _this_build(claims: Sequence[Claim]) -> dict[str, int]:
-    t = {"holds": 0, "fails": 0, "not measured": 0}
+    t = {"holds": 0, "matched by null": 0, "fails": 0, "not measured": 0}
     for c in claims:
         t[c.status] += 1
     return t
@@ -247,7 +249,13 @@ def scorecard_markdown(
         "and on offline data; rerun the chapter at the `paper` profile for the paper's "
         "setting. The same rows are in `_build/claims.json`.",
         "",
-        f"**{len(claims)} claims: {t['holds']} hold, {t['fails']} fail, {t['not measured']} not measured.**",
+        f"**{len(claims)} claims: {t['holds']} hold, {t['fails']} fail, "
+        + (f"{t['matched by null']} matched by null, " if t["matched by null"] else "")
+        + f"{t['not measured']} not measured.**",
+        "",
+        "A claim whose value passes its rule but not its null (what a random, untrained or "
+        "shuffled-label stand-in scores on the same metric, beside each value) is "
+        f"{badge('matched by null')}: not a hold.",
         "",
     ]
     if across is not None:
@@ -263,17 +271,18 @@ def scorecard_markdown(
         chapters.setdefault(c.chapter, []).append(c)
 
     recorded = across is not None and any(across.get((c.chapter, c.id)) for c in claims)
-    header = ["Chapter", "Holds", "Fails", "Not measured"]
-    widths = [52, 14, 14, 20]
+    header = ["Chapter", "Holds", "Matched by null", "Fails", "Not measured"]
+    widths = [40, 12, 16, 12, 20]
     if recorded:
         header.append("Across seeds")
-        widths = [36, 10, 10, 14, 30]
+        widths = [30, 9, 12, 9, 12, 28]
     rows = []
     for ch, cs in chapters.items():
         tc = _this_build(cs)
         row = [
             f"{{ref}}`{_role_text(titles.get(ch, ch))} <{_label(ch)}>`",
             str(tc["holds"]),
+            str(tc["matched by null"]),
             str(tc["fails"]),
             str(tc["not measured"]),
         ]
@@ -303,7 +312,9 @@ def scorecard_markdown(
         profiles = ", ".join(f"`{p}`" for p in dict.fromkeys(c.profile for c in cs))
         facts = [
             f"Profile {profiles}",
-            ", ".join(_count(tc[k], k) for k in ("holds", "fails", "not measured") if tc[k]),
+            ", ".join(
+                _count(tc[k], k) for k in ("holds", "matched by null", "fails", "not measured") if tc[k]
+            ),
         ]
         if link_chapters and ch in titles:
             facts.append(f"{{doc}}`read the chapter <{ch}>`")
@@ -318,9 +329,13 @@ def scorecard_markdown(
             lines += ["No claim of this chapter has been recorded across seeds yet.", ""]
         rows = []
         for c in cs:
-            verdict = badge(c.status) + (f" <small>({_text(c.reason)})</small>" if c.reason else "")
+            why = c.reason if c.reason and c.status != "matched by null" else ""
+            verdict = badge(c.status) + (f" <small>({_text(why)})</small>" if why else "")
             claim = f"{_text(c.claim)} {_id(c.id)}"
-            row = [verdict, claim, _text(c.paper), _text(c.value), _rule(c.rule)]
+            ours = _text(c.value)
+            if c.baseline:
+                ours += f"\n\n<small>{_text(c.null_text())}</small>"
+            row = [verdict, claim, _text(c.paper), ours, _rule(c.rule)]
             if across is not None and with_across:
                 found = across.get((c.chapter, c.id))
                 row.insert(4, "\n\n".join(sv.markdown() for sv in found) if found else "not recorded")
