@@ -157,7 +157,7 @@ def test_records_markdown_statistics_and_stale_marking(tmp_path):
     assert row.format("b", "b", "not measured in any seed", "⚠️ not measured") in md
     # the Scorecard's tally, over one build's claims (seed 0's, as a build gathers them)
     assert sc._across_tally(r.by_seed[0], sc.seed_verdicts([r], current)) == {
-        "fast": {"holds": 1, "fails": 1, "unstable": 0, "not measured": 1}
+        "fast": {"holds": 1, "fails": 1, "unstable": 0, "matched by null": 0, "not measured": 1}
     }
     assert row.format("c", "c", "0/5 hold", "❌ fails") in md  # NaN: no statistics
     assert ":class: fl-claims fl-rec" in md  # fitted to the column by _static/featlearn.css
@@ -171,6 +171,23 @@ def test_records_markdown_statistics_and_stale_marking(tmp_path):
         assert f"stale (made at abc1234; {reason})" in md
         assert "✅ holds" not in md and "❌ fails" not in md and "stale (was: holds)" in md
     assert rec.records_markdown([], current).count("No chapter has been recorded yet") == 1
+
+
+def test_a_claim_matched_by_its_null_in_most_seeds_is_matched_across_seeds(tmp_path):
+    def seed_claims(s):
+        holds, reason = (True, "") if s == 0 else (False, "matched by null" if s < 4 else "")
+        return [Claim("ch", "m", "claim m", None, 0.9, holds, "fast", "holds if value ≥ 0.5", reason=reason)]
+
+    prov = {"chapter": "ch", "profile": "fast", "seeds": list(range(5)), "commit": "abc1234"}
+    prov |= {"chapter_hash": "h1", "library_hash": "L1"}
+    r = rec.Record("ch", "fast", tmp_path, {s: seed_claims(s) for s in range(5)}, prov)
+    current = rec.CurrentState("L1", {"ch": "h1"})
+    (s,) = r.summary()
+    assert (s["holds"], s["matched"], s["verdict"]) == (1, 3, "matched by null")
+    md = rec.records_markdown([r], current)
+    assert "1/5 hold (3 matched by null)" in md and "🟰 matched by null" in md
+    tally = sc._across_tally(r.by_seed[0], sc.seed_verdicts([r], current))
+    assert tally["fast"] == {"holds": 0, "fails": 0, "unstable": 0, "matched by null": 1, "not measured": 0}
 
 
 # --------------------------------------------------------------------------- clusters

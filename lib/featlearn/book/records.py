@@ -62,6 +62,7 @@ _MARK = {
     "fails": "❌ fails",
     "unstable": "⚠️ unstable",
     "not measured": "⚠️ not measured",
+    "matched by null": "🟰 matched by null",
 }
 
 
@@ -179,6 +180,10 @@ class Record:
             nums = [x for x in nums if not math.isnan(x)]
             n, k = len(cs), sum(c.holds is True for c in cs)
             measured = sum(c.holds is not None for c in cs)
+            matched = sum(c.status == "matched by null" for c in cs)
+            verdict = seed_verdict(k, n) if measured else "not measured"
+            if verdict == "fails" and 2 * matched > n - k:  # most seeds passed the rule, not the null
+                verdict = "matched by null"
             out.append(
                 {
                     "id": cid,
@@ -193,9 +198,11 @@ class Record:
                     "min": min(nums) if nums else math.nan,
                     "max": max(nums) if nums else math.nan,
                     "measured": measured,
+                    "matched": matched,
                     # a claim no seed could measure is "not measured", never "fails"; one
-                    # not measured in some seeds counts those seeds as not holding
-                    "verdict": seed_verdict(k, n) if measured else "not measured",
+                    # not measured in some seeds counts those seeds as not holding; one that
+                    # fails because most seeds' values were inside their null is "matched by null"
+                    "verdict": verdict,
                 }
             )
         return out
@@ -502,7 +509,8 @@ def _holds_text(s: Mapping[str, Any]) -> str:
     """ "4/5 hold", or "not measured in any seed" for a claim no seed could judge."""
     if not s.get("measured", s["n"]):
         return "not measured in any seed"
-    return f"{s['holds']}/{s['n']} hold"
+    matched = s.get("matched", 0)
+    return f"{s['holds']}/{s['n']} hold" + (f" ({matched} matched by null)" if matched else "")
 
 
 def across_seeds(records: Sequence[Record], current: CurrentState) -> dict[tuple[str, str], list[str]]:

@@ -183,15 +183,17 @@ def _across_tally(
     for c in claims:
         for sv in across.get((c.chapter, c.id), ()):
             if not sv.stale:
-                t.setdefault(sv.profile, {"holds": 0, "fails": 0, "unstable": 0, "not measured": 0})[
-                    sv.verdict
-                ] += 1
+                t.setdefault(
+                    sv.profile,
+                    {"holds": 0, "fails": 0, "unstable": 0, "matched by null": 0, "not measured": 0},
+                )[sv.verdict] += 1
     return t
 
 
 def _tally_text(t: Mapping[str, Mapping[str, int]]) -> str:
     return "; ".join(
         f"`{p}`: {v['holds']} hold, {v['fails']} fail, {v['unstable']} unstable"
+        + (f", {v['matched by null']} matched by null" if v.get("matched by null") else "")
         + (f", {v['not measured']} not measured" if v.get("not measured") else "")
         for p, v in t.items()
     )
@@ -292,7 +294,9 @@ def scorecard_markdown(
             text = "; ".join(
                 f"`{p}`: "
                 + ", ".join(
-                    _count(v[k], k) for k in ("holds", "fails", "unstable", "not measured") if v.get(k)
+                    _count(v[k], k)
+                    for k in ("holds", "fails", "unstable", "matched by null", "not measured")
+                    if v.get(k)
                 )
                 for p, v in ta.items()
             )
