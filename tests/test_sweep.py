@@ -360,7 +360,8 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     row = scorecard[scorecard.index('<span class="fl-id">mean-small</span>') :].splitlines()
     assert row[3].startswith(f"  - {badge('holds')} `tiny`, 2 seeds: ") and row[3].endswith(" 2/2 hold"), row
     chapter_page = (out_dir / "stage" / "book" / "fixture.ipynb").read_text()
-    assert chapter_page.count("Across seeds: `tiny`, 2 seeds:") == len(loaded.summary())
+    assert chapter_page.count("</span> `tiny`, 2 seeds:") == len(loaded.summary())  # after a badge
+    assert chapter_page.count("Across seeds: <span class=") == len(loaded.summary())
     assert "book/records/tiny-fixture" in (out_dir / "stage" / "_toc.yml").read_text()
 
     # prose edits keep the record current; a code edit makes it stale, naming the commit

@@ -47,7 +47,6 @@ __all__ = [
     "records_markdown",
     "stage_record_pages",
     "add_toc_entries",
-    "across_seeds",
     "annotate_claims",
 ]
 
@@ -513,28 +512,12 @@ def _holds_text(s: Mapping[str, Any]) -> str:
     return f"{s['holds']}/{s['n']} hold" + (f" ({matched} matched by null)" if matched else "")
 
 
-def across_seeds(records: Sequence[Record], current: CurrentState) -> dict[tuple[str, str], list[str]]:
-    """Per ``(chapter, claim id)``: one line per recorded profile saying how the claim fares.
-
-    E.g. "`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold: ✅ holds". A stale record's
-    line says "stale" and gives its old verdict only in brackets.
-    """
-    out: dict[tuple[str, str], list[str]] = {}
-    for rec in records:
-        st = rec.staleness(current)
-        for s in rec.summary():
-            verdict = f"stale record (was: {s['verdict']})" if st else _MARK[s["verdict"]]
-            line = f"`{rec.profile}`, {s['n']} seeds: {_spread(s)}{_holds_text(s)}: {verdict}"
-            out.setdefault((rec.chapter, s["id"]), []).append(line)
-    return out
-
-
-def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Sequence[str]]) -> Any:
+def annotate_claims(nb: Any, chapter: str, verdicts: Mapping[tuple[str, str], Sequence[Any]]) -> Any:
     """Make a chapter's claim boxes ready for the site (at staging time; the run is not touched).
 
-    - Each claim box says how the claim fares across recorded seeds (``lines`` is
-      :func:`across_seeds`' output); a claim no record covers says so: one seed is not a
-      result.
+    - Each claim box says how the claim fares across recorded seeds (``verdicts`` is
+      :func:`featlearn.book.scorecard.seed_verdicts`' output); a claim no record covers says
+      so: one seed is not a result.
     - The verdict marks are badges any font renders (:func:`featlearn.book.scorecard.font_safe`),
       not emoji.
     - The chapter's not-measured claims become one compact table in place of the first of
@@ -557,9 +540,9 @@ def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Seque
                 unmeasured.append((cell, out, claim))
                 continue
             cid = claim.id if claim is not None else None
-            found = lines.get((chapter, cid)) if cid is not None else None
+            found = verdicts.get((chapter, cid)) if cid is not None else None
             if found:
-                note = "Across seeds: " + "; ".join(found) + "."
+                note = "Across seeds: " + "; ".join(sv.markdown() for sv in found) + "."
             else:
                 note = "Across seeds: not recorded yet; this single run is not a result on its own."
             md = data["text/markdown"]
@@ -569,7 +552,7 @@ def annotate_claims(nb: Any, chapter: str, lines: Mapping[tuple[str, str], Seque
             data["text/markdown"] = font_safe(md)
     if unmeasured:
         _, first, _ = unmeasured[0]
-        first["data"]["text/markdown"] = not_measured_markdown([c for _, _, c in unmeasured], lines)
+        first["data"]["text/markdown"] = not_measured_markdown([c for _, _, c in unmeasured], verdicts)
         first["data"]["text/plain"] = f"{len(unmeasured)} claims not measured"
         drop = {id(out) for _, out, _ in unmeasured[1:]}
         for cell in nb.cells:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import yaml
 
 from featlearn import claims as _claims
 from featlearn.book import records as _records
+from featlearn.book import scorecard as _scorecard
 from featlearn.book.notebooks import COLAB_MARKER, Chapter, ParameterError, is_chapter_file, read_chapter
 from featlearn.book.page import ENV_MIME
 
@@ -523,14 +524,13 @@ def _write_scorecard(
     recs: list[_records.Record],
     current: _records.CurrentState,
     stage: Path,
+    across: Mapping[tuple[str, str], Sequence[_scorecard.SeedVerdict]],
 ) -> None:
     """Write the Scorecard (this build beside the committed records) and stage the records' pages."""
-    from featlearn.book import scorecard as _scorecard
-
     scorecard = _scorecard.scorecard_markdown(
         gathered,
         titles,
-        _scorecard.seed_verdicts(recs, current),
+        across,
         recorded_runs=_records.records_markdown(recs, current, link_pages=True),
     )
     (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
@@ -719,7 +719,7 @@ def _build_locked(
     gathered: list[_claims.Claim] = []
     recs = _records.load_records(book.root / _records.RECORDS_DIR)
     current = _records.current_state(chapters, _library_hash())
-    across = _records.across_seeds(recs, current)
+    across = _scorecard.seed_verdicts(recs, current)
     bar = tqdm(chapters, desc="chapters", unit="chapter", disable=not progress)
     for ch in bar:
         bar.set_postfix_str(ch.name)
@@ -769,7 +769,7 @@ def _build_locked(
     _claims.write_claims_json(gathered, out / "claims.json")
     titles = {c.name: c.title for c in chapters}
     (stage / "book").mkdir(parents=True, exist_ok=True)
-    _write_scorecard(gathered, titles, recs, current, stage)
+    _write_scorecard(gathered, titles, recs, current, stage, across)
 
     if html:
         cmd = _jupyter_book() + [

@@ -119,13 +119,16 @@ class SeedVerdict:
     verdict: str
     #: ``""`` for a current record, else why it is stale (``"stale (made at …; …)"``).
     stale: str = ""
+    #: Seeds whose value passed the rule but not the claim's null.
+    matched: int = 0
 
     def describe(self) -> str:
         """``"`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold"`` (markdown)."""
         spread = f"{_text(self.spread)}, " if self.spread else ""
         if self.verdict == "not measured":
             return f"`{self.profile}`, {self.n} seeds: {spread}not measured in any seed"
-        return f"`{self.profile}`, {self.n} seeds: {spread}{self.holds}/{self.n} hold"
+        matched = f" ({self.matched} matched by null)" if self.matched else ""
+        return f"`{self.profile}`, {self.n} seeds: {spread}{self.holds}/{self.n} hold{matched}"
 
     def markdown(self) -> str:
         """The badge (``stale`` for a stale record) and :meth:`describe`."""
@@ -139,7 +142,8 @@ def seed_verdicts(
 ) -> dict[tuple[str, str], list[SeedVerdict]]:
     """Per ``(chapter, claim id)``, one :class:`SeedVerdict` per record that covers the claim.
 
-    The structured twin of :func:`featlearn.book.records.across_seeds` (same numbers).
+    The build computes them once and shows them in the claim boxes
+    (:func:`featlearn.book.records.annotate_claims`), the not-measured tables and the Scorecard.
     """
     out: dict[tuple[str, str], list[SeedVerdict]] = {}
     for rec in records:
@@ -153,6 +157,7 @@ def seed_verdicts(
                     spread=_records._spread(s).removesuffix(", "),
                     verdict=str(s["verdict"]),
                     stale=st.describe() if st else "",
+                    matched=int(s.get("matched", 0)),
                 )
             )
     return out
@@ -352,7 +357,7 @@ def scorecard_markdown(
 
 
 def not_measured_markdown(
-    claims: Sequence[Claim], across: Mapping[tuple[str, str], Sequence[str]] | None = None
+    claims: Sequence[Claim], across: Mapping[tuple[str, str], Sequence[SeedVerdict]] | None = None
 ) -> str:
     """One box with a table of a chapter's not-measured claims, and why each is not measured.
 
@@ -361,8 +366,8 @@ def not_measured_markdown(
     claims
         The chapter's claims whose status is ``"not measured"``.
     across
-        :func:`featlearn.book.records.across_seeds`' lines; when a record covers one of
-        these claims, the table gets an "Across seeds" column.
+        :func:`seed_verdicts`; when a record covers one of these claims, the table gets an
+        "Across seeds" column.
     """
     across = across or {}
     profiles = ", ".join(f"`{p}`" for p in dict.fromkeys(c.profile for c in claims))
@@ -380,7 +385,7 @@ def not_measured_markdown(
         )
         row = [f"{_text(c.claim)} {_id(c.id)}", _text(c.paper), _text(why)]
         if any(found):
-            row.append("\n\n".join(font_safe(x) for x in lines) if lines else "not recorded")
+            row.append("\n\n".join(sv.markdown() for sv in lines) if lines else "not recorded")
         rows.append(row)
     return "\n".join(
         [
