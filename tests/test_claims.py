@@ -175,6 +175,12 @@ def test_a_value_inside_its_null_is_matched_not_held(tmp_path):
     assert inside.baseline["n"] == 20 and inside.baseline["pass_rate"] == pytest.approx(1.0)
     assert "matched by null" in inside.markdown() and "learned nothing" in inside.markdown()
     assert "0.9855" in inside.null_text()
+    assert "not beaten either" in below.markdown() and ": beaten." in above.markdown()
+    assert (inside.baseline["beaten"], above.baseline["beaten"], below.baseline["beaten"]) == (
+        False,
+        True,
+        False,
+    )
     rows = json.loads(claims.write_claims_json(claims.recorded(), tmp_path / "c.json").read_text())
     assert rows[0]["baseline"]["q95"] == pytest.approx(0.9855) and rows[0]["holds"] is False
     assert claims.Claim(**rows[0]) == inside  # round trip, baseline included

@@ -348,11 +348,14 @@ class Claim:
             f"({self.rule}; profile `{self.profile}`)",
         ]
         if self.baseline:
-            beaten = (
-                "beaten"
-                if self.status != MATCHED
-                else "not beaten: a model that learned nothing does as well"
-            )
+            if self.status == MATCHED:
+                beaten = "not beaten: a model that learned nothing does as well"
+            elif self.baseline.get("beaten") is False:
+                beaten = "not beaten either"
+            elif self.baseline.get("beaten"):
+                beaten = "beaten"
+            else:
+                beaten = "not compared (no measured value)"
             lines += ["", f"Against its {self.null_text()}: {beaten}."]
         if self.note:
             lines += ["", self.note]
@@ -437,7 +440,9 @@ def record(
         rule=rule.describe(),
         note=note,
         reason=reason,
-        baseline=None if baseline is None else baseline.to_dict(rule),
+        baseline=None
+        if baseline is None
+        else baseline.to_dict(rule) | {"beaten": None if holds is None else baseline.beaten_by(value, rule)},
     )
     _RECORDED.append(c)
     if display:
