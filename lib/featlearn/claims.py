@@ -349,7 +349,7 @@ class Claim:
         ]
         if self.baseline:
             if self.status == MATCHED:
-                beaten = "not beaten: a model that learned nothing does as well"
+                beaten = "not beaten: the null does as well"
             elif self.baseline.get("beaten") is False:
                 beaten = "not beaten either"
             elif self.baseline.get("beaten"):
