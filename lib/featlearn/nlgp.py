@@ -50,6 +50,7 @@ __all__ = [
     "Kur",
     "Ising",
     "SinglePulse",
+    "BoxPulse",
     "Elliptical",
     "make_family",
     "two_class_batch",
@@ -67,6 +68,9 @@ __all__ = [
     "effective_dynamics",
     "class_covariances",
     "single_neuron_phase",
+    "untrained_ipr",
+    "untrained_rank_null",
+    "field_correlation",
 ]
 
 
@@ -341,6 +345,8 @@ class SinglePulse(Family):
 
     Heavy-tailed marginals (most pixels near 0): κ > 3. ``params`` are unused (one member
     per network). Standardised by the exact per-pixel variance, (1/D) Σ_d bump(d)².
+    This is *not* Lufkin et al.'s single pulse, which is a box on a ±1 background
+    (:class:`BoxPulse`, κ = 1).
     """
 
     label = "single pulse"
@@ -354,6 +360,64 @@ class SinglePulse(Family):
         centre = torch.randint(0, self.pixels, (self.B, n), generator=generator)
         sign = torch.where(torch.rand(self.B, n, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)
         return sign[..., None] * bumps[centre] / scale
+
+
+@dataclass
+class BoxPulse(Family):
+    """Lufkin et al.'s single pulse: a box of +1 on a background of −1, times a random sign (1D).
+
+    Why: the single-pulse data of Lufkin, Saxe & Grant (``SinglePulseDataset`` with support
+    (−1, 1) in their code) are boxes, not the Gaussian bumps of :class:`SinglePulse`. Every
+    pixel is ±1, so κ = 1: the box sits on the other side of κ = 3 from the bump.
+
+    A sample is a run of w consecutive pixels starting at a uniformly random pixel (on a
+    ring it may wrap round; with ``periodic=False`` it starts where it fits), +1 on the box
+    and −1 elsewhere, the whole multiplied by a random sign (their code's random complement
+    x → 1 − x before {0, 1} is mapped to {−1, +1}). The width w is uniform over the integers
+    round(``scale``·ξ), ..., round(``scale``·ξ) + ``jitter``. The defaults turn ξ = (1, 3)
+    into widths {3, 4} and {9, 10}: the official code's at D = 40, whose class intervals are
+    (0.05, 0.10)·D and (0.20, 0.25)·D. ``params`` only count the members (one per network).
+    """
+
+    scale: float = 3.0
+    jitter: int = 1
+    label: ClassVar[str] = "box pulse"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dim != 1:
+            raise ValueError("box pulses are 1D; use dim=1")
+        self.scale = check_positive_float(self.scale, "scale (box width per unit of xi)")
+        if isinstance(self.jitter, bool) or not isinstance(self.jitter, numbers.Integral) or self.jitter < 0:
+            raise ValueError(f"jitter must be an int >= 0, got {self.jitter!r}")
+
+    def widths(self, xi: float) -> tuple[int, int]:
+        """The smallest and largest box width at correlation length ξ (pixels, inclusive)."""
+        _check_xi(xi)
+        low = max(1, round(self.scale * xi))
+        high = low + int(self.jitter)
+        if high >= self.D:
+            raise ValueError(
+                f"box widths up to {high} pixels at xi={xi:g} leave no background on D={self.D} pixels; "
+                "lower xi or scale, or raise D"
+            )
+        return low, high
+
+    def sample(self, xi: float, n: int, generator: torch.Generator) -> torch.Tensor:
+        low, high = self.widths(xi)
+        D = self.D
+        width = torch.randint(low, high + 1, (self.B, n, 1), generator=generator)
+        span = D if self.periodic else D - width + 1  # open: the box must fit
+        start = (torch.rand(self.B, n, 1, generator=generator, dtype=torch.float64) * span).floor().long()
+        offset = torch.arange(D) - start
+        if self.periodic:
+            offset = offset % D
+        inside = (offset >= 0) & (offset < width)
+        sign = torch.where(torch.rand(self.B, n, 1, generator=generator) < 0.5, -1.0, 1.0).to(torch.float64)
+        return sign * torch.where(inside, 1.0, -1.0).to(torch.float64)
+
+    def kurtosis(self) -> torch.Tensor:
+        return torch.ones(self.B, dtype=torch.float64)
 
 
 class Elliptical(Family):
@@ -381,6 +445,7 @@ _FAMILIES: dict[str, type[Family]] = {
     "kur": Kur,
     "ising": Ising,
     "pulse": SinglePulse,
+    "box": BoxPulse,
     "elliptical": Elliptical,
 }
 
@@ -389,7 +454,8 @@ def make_family(
     name: str, params: Sequence[float] | torch.Tensor, *, D: int, dim: int = 1, periodic: bool = True
 ) -> Family:
     """A family by name: ``nlgp`` (gains), ``gaussian`` (gains matched), ``kur`` (k), ``ising``,
-    ``pulse``, ``elliptical`` (params only count the members)."""
+    ``pulse`` (Gaussian bump), ``box`` (Lufkin's box pulse), ``elliptical`` (params only count
+    the members)."""
     if name not in _FAMILIES:
         raise ValueError(f"unknown family {name!r}; choose one of {', '.join(_FAMILIES)}")
     return _FAMILIES[name](torch.as_tensor(params, dtype=torch.float64), D=D, dim=dim, periodic=periodic)
@@ -493,7 +559,12 @@ class TwoLayer(nn.Module):
     init_std
         Standard deviation of the N(0, init_std²) first-layer init (0.1 in Ingrosso–Goldt).
     generator
-        Random source for the init.
+        Random source for the init (all B networks in one draw).
+    init_seeds
+        Instead of ``generator``: one seed per network, network b's weights drawn from a
+        generator seeded with ``init_seeds[b]``. A network's init then depends on its seed
+        only, not on B or its place in the batch, so runs of different sizes (a paired
+        comparison, a null of fresh networks) can share some inits exactly.
     """
 
     def __init__(
@@ -508,6 +579,7 @@ class TwoLayer(nn.Module):
         bias: bool = True,
         init_std: float = 0.1,
         generator: torch.Generator | None = None,
+        init_seeds: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
@@ -518,7 +590,21 @@ class TwoLayer(nn.Module):
             raise ValueError(f"need B >= 1, K >= 1, pixels >= 2; got {B}, {K}, {pixels}")
         self.act = _ACTIVATIONS[activation]
         self.scale = 1 / math.sqrt(pixels) if convention == "ig" else 1.0
-        self.w = nn.Parameter(init_std * torch.randn(B, K, pixels, generator=generator, dtype=torch.float64))
+        if init_seeds is None:
+            w0 = torch.randn(B, K, pixels, generator=generator, dtype=torch.float64)
+        else:
+            if generator is not None:
+                raise ValueError("give either generator or init_seeds, not both")
+            seeds = [int(s) for s in init_seeds]
+            if len(seeds) != B:
+                raise ValueError(f"init_seeds needs one seed per network: {B}, got {len(seeds)}")
+            w0 = torch.stack(
+                [
+                    torch.randn(K, pixels, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                    for s in seeds
+                ]
+            )
+        self.w = nn.Parameter(init_std * w0)
         signs = torch.where(torch.arange(K) % 2 == 0, 1.0, -1.0).to(torch.float64)
         self.b = nn.Parameter(signs.repeat(B, 1), requires_grad=bias) if bias else None
         self.a = nn.Parameter(torch.full((B, K), 1.0 / K, dtype=torch.float64), requires_grad=train_readout)
@@ -529,6 +615,21 @@ class TwoLayer(nn.Module):
         if self.b is not None:
             h = h + self.b[:, None, :]
         return (self.act(h) * self.a[:, None, :]).sum(-1)
+
+
+_TARGET_CODES: dict[str, tuple[float, float]] = {"01": (0.0, 1.0), "pm1": (-1.0, 1.0)}
+
+
+def _target_codes(targets: str | Sequence[str], B: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1) tensors of the targets given to class 0 and class 1, one row per network."""
+    codes = [targets] * B if isinstance(targets, str) else list(targets)
+    if len(codes) != B:
+        raise ValueError(f"targets needs one coding per network ({B}), got {len(codes)}")
+    bad = [c for c in codes if c not in _TARGET_CODES]
+    if bad:
+        raise ValueError(f"targets must be '01' or 'pm1' (per network), got {bad[0]!r}")
+    pairs = torch.tensor([_TARGET_CODES[c] for c in codes], dtype=torch.float64)
+    return pairs[:, :1], pairs[:, 1:]
 
 
 @dataclass
@@ -553,15 +654,23 @@ def train_online(
     seed: int = 0,
     progress: bool = True,
     desc: str = "online SGD",
+    targets: str | Sequence[str] = "01",
 ) -> OnlineRun:
     """Online SGD on fresh two-class batches, all B networks in one batched computation.
 
-    The loss of each network is the batch mean of ½(f(x) − y)²; the losses are summed over
-    networks, so each network's gradient is its own. ``bias_lr`` defaults to lr / pixels
-    (Ingrosso–Goldt). ``record`` lists the steps at which to keep the weights; time is
-    reported as steps / pixels. ``batch=1`` is single-sample SGD (Ingrosso–Goldt's
-    protocol): each step's one example comes from a class drawn at random (see
-    :func:`two_class_batch`).
+    The loss of each network is the batch mean of ½(f(x) − t)²; the losses are summed over
+    networks, so each network's gradient is its own. Both papers' code omits the ½ (their
+    mean squared error), so their step at rate η is ours at rate 2η. ``bias_lr`` defaults
+    to lr / pixels (Ingrosso–Goldt). ``record`` lists the steps at which to keep the
+    weights; time is reported as steps / pixels. ``batch=1`` is single-sample SGD
+    (Ingrosso–Goldt's protocol): each step's one example comes from a class drawn at random
+    (see :func:`two_class_batch`).
+
+    ``targets`` codes the class y ∈ {0, 1} (class 1: the longer ξ) as the target t:
+    ``"01"``, t = y (Lufkin et al.), or ``"pm1"``, t = 2y − 1 ∈ {−1, +1} (Ingrosso–Goldt,
+    whose code gives +1 to the *shorter* ξ; flipping the sign of every weight and bias maps
+    one convention onto the other, and the init is symmetric under it). A sequence gives
+    one coding per network, so both codings can train side by side in one batch.
     """
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
@@ -569,6 +678,7 @@ def train_online(
     lr = check_positive_float(lr, "lr (learning rate)")
     if bias_lr is not None:
         bias_lr = check_positive_float(bias_lr, "bias_lr (bias learning rate)", allow_zero=True)
+    lo, hi = _target_codes(targets, model.w.shape[0])
     g = torch.Generator().manual_seed(seed)
     pixels = model.w.shape[-1]
     groups = [{"params": [model.w], "lr": lr}]
@@ -587,7 +697,8 @@ def train_online(
             break
         x, y = two_class_batch(family, xis, batch, g)  # drawn on the CPU (seeded), trained where the model is
         x, y = x.to(model.w.device), y.to(model.w.device)
-        loss = 0.5 * ((model(x) - y) ** 2).mean(1).sum()
+        t = lo.to(y.device) + (hi - lo).to(y.device) * y  # (B, n): each network's targets
+        loss = 0.5 * ((model(x) - t) ** 2).mean(1).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -654,9 +765,12 @@ def effective_dynamics(
     Gaussian (the approximation that defines φ). The expected gradient step is then this
     map with τ = lr/4. Lufkin et al. write the decay as ½(Σ₀ + Σ₁)w; that changes only the
     scale of w by 2 (a is scale-free), not the shape of the receptive field.
+    ``w0`` is one field (D,) or a batch (B, D), integrated together (vectorised).
     Returns w at each of ``record`` and at the last step.
     """
     w = torch.as_tensor(w0, dtype=torch.float64).clone()
+    if w.ndim not in (1, 2):
+        raise ValueError(f"w0 must be one field (D,) or a batch (B, D), got shape {tuple(w.shape)}")
     total = sigma0 + sigma1
     keep, out = set(int(r) for r in record) | {steps}, []
     for s in range(steps + 1):
@@ -664,8 +778,12 @@ def effective_dynamics(
             out.append(w.clone())
         if s == steps:
             break
-        v = sigma1 @ w
-        w = w + tau * (phi(v / torch.sqrt(w @ v)) - total @ w)
+        if w.ndim == 1:
+            v = sigma1 @ w
+            w = w + tau * (phi(v / torch.sqrt(w @ v)) - total @ w)
+        else:  # Σ symmetric: row-wise Σw is w Σ
+            v = w @ sigma1
+            w = w + tau * (phi(v / torch.sqrt((w * v).sum(-1, keepdim=True))) - w @ total)
     return out
 
 
@@ -718,7 +836,7 @@ def class_covariances(
 
 
 def single_neuron_phase(
-    families: Mapping[str, tuple[str, Sequence[float]]],
+    families: Mapping[str, tuple[str, Sequence[float]] | tuple[str, Sequence[float], int]],
     *,
     D: int,
     xis: Sequence[float],
@@ -748,11 +866,13 @@ def single_neuron_phase(
     Parameters
     ----------
     families
-        Label → (family name for :func:`make_family`, parameter values).
+        Label → (family name for :func:`make_family`, parameter values), or
+        (name, values, seeds) to give that family its own number of networks per value
+        (e.g. more for a control whose spread serves as a null).
     D, xis
         Pixels on the ring, and the two classes' correlation lengths.
     seeds
-        Networks per parameter value.
+        Networks per parameter value (unless the family gives its own).
     steps, batch, lr
         As in :func:`train_online`.
     generator
@@ -778,8 +898,10 @@ def single_neuron_phase(
     init: dict[str, torch.Tensor] = {}
     final: dict[str, torch.Tensor] = {}
     pair = (float(xis[0]), float(xis[1]))
-    for label, (kind, params) in families.items():
-        p = torch.tensor(params, dtype=torch.float64).repeat_interleave(seeds)
+    for label, spec in families.items():
+        kind, params = spec[0], spec[1]
+        n_seeds = check_positive_int(spec[2], f"seeds of {label}") if len(spec) > 2 else seeds
+        p = torch.tensor(params, dtype=torch.float64).repeat_interleave(n_seeds)
         fam = make_family(kind, p, D=D)
         net = TwoLayer(
             len(p),
@@ -807,17 +929,94 @@ def single_neuron_phase(
         final[label] = run.weights[-1][:, 0]
         x_check, _ = two_class_batch(fam, pair, n_check, generator)  # both classes: the marginal SGD sees
         kappa_emp = [kurtosis(xs) for xs in x_check]
-        kappa = fam.kurtosis()  # analytic; NaN where there is no closed form (single pulse)
+        kappa = fam.kurtosis()  # analytic; NaN where there is no closed form (Gaussian-bump pulse)
         for i in range(len(p)):
             k_an = float(kappa[i])
             rows.append(
                 {
                     "family": label,
                     "parameter": float(p[i]),
-                    "seed": i % seeds,
+                    "seed": i % n_seeds,
                     "kappa": kappa_emp[i] if math.isnan(k_an) else k_an,
                     "kappa_empirical": kappa_emp[i],
                     "ipr": float(ipr(final[label][i])),
                 }
             )
     return pd.DataFrame(rows), init, final
+
+
+# ---------------------------------------------------------------------------------------
+# Nulls: what untrained or uninformed stand-ins score on the chapter's metrics
+# ---------------------------------------------------------------------------------------
+
+
+def untrained_ipr(
+    n_draws: int, shape: int | Sequence[int], pixels: int, *, generator: torch.Generator
+) -> torch.Tensor:
+    """IPR of fresh Gaussian weight vectors, as a network has at init: shape (n_draws, *shape).
+
+    Why: a localization claim means something only if trained fields beat what random
+    fields score; a Gaussian vector has IPR ≈ 3/pixels. The IPR does not depend on the
+    vector's scale, so one draw serves every ``init_std``.
+
+    Parameters
+    ----------
+    n_draws
+        Number of draws (the leading dimension).
+    shape
+        The shape of one draw's set of fields, e.g. (networks, units).
+    pixels
+        Length of each field.
+    generator
+        Random source.
+    """
+    n_draws = check_positive_int(n_draws, "n_draws")
+    pixels = check_positive_int(pixels, "pixels")
+    dims = (int(shape),) if isinstance(shape, int) else tuple(int(d) for d in shape)
+    w = torch.randn(n_draws, *dims, pixels, generator=generator, dtype=torch.float64)
+    return ipr(w)
+
+
+def untrained_rank_null(
+    kappa: Sequence[float] | torch.Tensor,
+    *,
+    seeds: int,
+    pixels: int,
+    n_draws: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Spearman ρ(κ, IPR) across data sets when no network is trained: (n_draws,) draws.
+
+    Why: the phase-diagram claim is a rank correlation between the data sets' κ and their
+    mean final IPR. Scoring untrained networks the same way (each data set's IPR the mean
+    over ``seeds`` fresh random fields) gives the ρ that arises without learning, which
+    the trained ρ must beat. Ties in κ are ranked as ``scipy.stats.spearmanr`` ranks them.
+    """
+    from scipy.stats import spearmanr
+
+    k = torch.as_tensor(kappa, dtype=torch.float64).reshape(-1)
+    if k.numel() < 3 or not bool(torch.isfinite(k).all()):
+        raise ValueError(f"need at least 3 finite kappa values, got {k.tolist()}")
+    fields = untrained_ipr(
+        n_draws, (k.numel(), check_positive_int(seeds, "seeds")), pixels, generator=generator
+    )
+    means = fields.mean(-1).numpy()
+    return torch.tensor([spearmanr(k.numpy(), m).statistic for m in means], dtype=torch.float64)
+
+
+def field_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of receptive fields along the last dimension, broadcasting the rest.
+
+    Why: the theory-versus-SGD claim and its null compare one SGD field with many
+    predicted ones; this is :func:`featlearn.linalg.pearson` row by row, vectorised.
+    """
+    x = torch.as_tensor(a, dtype=torch.float64)
+    y = torch.as_tensor(b, dtype=torch.float64)
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"fields must have the same length, got {x.shape[-1]} and {y.shape[-1]}")
+    x = x - x.mean(-1, keepdim=True)
+    y = y - y.mean(-1, keepdim=True)
+    den = x.norm(dim=-1) * y.norm(dim=-1)
+    if bool((den == 0).any()):
+        raise ValueError("correlation undefined: a field is constant")
+    return (x * y).sum(-1) / den
