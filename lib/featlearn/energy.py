@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from featlearn import models, train
+from featlearn import models, nulls, train
 from featlearn.linalg import pearson
 
 __all__ = [
@@ -32,11 +32,20 @@ __all__ = [
     "patch_pca",
     "energy_profile",
     "theory_profile",
+    "t_floor",
+    "t_ceiling",
     "fit_t",
+    "fit_t_batch",
+    "theory_correlations",
+    "profile_correlations",
+    "ProfileNull",
+    "decreasing_profile_nulls",
+    "strongest_null",
     "LinearCNN",
     "simulate_linear_cnn",
     "LinearCNNRun",
     "simulation_fits",
+    "cifar_init",
     "ProfiledRun",
     "train_with_profiles",
     "fit_trend",
@@ -208,41 +217,279 @@ def theory_profile(lam2: torch.Tensor, t: float, *, eta: float | None = None) ->
     return e / e.max()
 
 
+def t_floor(lam2: torch.Tensor, tol: float = 0.01) -> float:
+    """The smallest t the fit searches: where the formula becomes its early-regime limit λ.
+
+    Why: (1 − e^{−tλ²})/λ = tλ·(1 − tλ²/2 + …), so once t·λ²_max ≤ 2·tol every component's
+    energy is tλ_i to within ``tol`` (relative) and the max-normalised curve is λ/λ_max:
+    every smaller t draws the same curve, the data cannot tell those t apart, and a grid
+    that went on towards t → 0 would report an arbitrary tiny t from a flat maximum. A fit
+    that lands here is in the early regime, where the formula says only "energy ∝ λ".
+    """
+    if not 0 < tol < 0.5:
+        raise ValueError(f"tol must be in (0, 0.5), got {tol}")
+    top = float(torch.as_tensor(lam2, dtype=torch.float64).max())
+    if not top > 0:
+        raise ValueError("lam2 needs a positive eigenvalue")
+    return 2 * tol / top
+
+
+def t_ceiling(lam2: torch.Tensor) -> float:
+    """The largest t the fit searches: every component saturated, the whitening limit 1/λ.
+
+    Why: once t·λ²_min ≥ 50, 1 − e^{−tλ²} = 1 to within e^{−50} for every component and the
+    curve is 1/λ; larger t draw the same curve. Eigenvalues below 1e-12·λ²_max count as
+    1e-12·λ²_max (a numerically zero direction would otherwise push the ceiling to ∞).
+    """
+    lam2 = torch.as_tensor(lam2, dtype=torch.float64)
+    top = float(lam2.max())
+    if not top > 0:
+        raise ValueError("lam2 needs a positive eigenvalue")
+    return 50.0 / max(float(lam2.min()), 1e-12 * top)
+
+
+def _theory_curves(lam2: torch.Tensor, ts: torch.Tensor, eta: float | None = None) -> torch.Tensor:
+    """Max-normalised theory curves for a batch of t: ``ts`` (...,) → (..., k), float64."""
+    lam2 = lam2.clamp_min(1e-300)
+    lam = lam2.sqrt()
+    t = ts.to(torch.float64).unsqueeze(-1)
+    if eta is None:
+        e = -torch.expm1(-t * lam2) / lam
+    else:
+        e = (1 - (1 - eta * lam2) ** t) / (eta * lam)
+    return e / e.amax(-1, keepdim=True)
+
+
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pearson r of every row of ``a`` (..., k) with the matching rows of ``b`` (..., m, k): (..., m).
+
+    NaN where either row is flat (zero norm after centring), as a correlation is undefined.
+    """
+    a = a - a.mean(-1, keepdim=True)
+    b = b - b.mean(-1, keepdim=True)
+    na = a.norm(dim=-1, keepdim=True)
+    nb = b.norm(dim=-1)
+    r = (b @ a.unsqueeze(-1)).squeeze(-1) / (na * nb)
+    return torch.where((na > 0) & (nb > 0), r, torch.full_like(r, float("nan")))
+
+
+def fit_t_batch(
+    profiles: torch.Tensor,
+    lam2: torch.Tensor,
+    ts: Iterable[float] | None = None,
+    *,
+    t_min: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fit_t` for many profiles at once: the fitted t and Pearson r of each row.
+
+    Why: the null of a fit is the same fit applied to hundreds of random profiles; one
+    vectorised grid search serves ours and theirs, so they are fitted exactly alike.
+
+    Parameters
+    ----------
+    profiles
+        (n, k) profiles (or one (k,) profile), e.g. from :func:`energy_profile` or
+        :func:`featlearn.nulls.random_decreasing_profiles`.
+    lam2
+        (k,) patch PCA eigenvalues.
+    ts
+        A grid of t to search instead of the default (then no floor and no refinement).
+    t_min
+        The default grid's floor (default :func:`t_floor`); it must be positive.
+
+    Returns
+    -------
+    (t, r)
+        Two float64 tensors of shape (n,) (or scalars for one profile). A row whose every
+        correlation is undefined (a flat profile) gets t = NaN and r = NaN.
+    """
+    prof = torch.as_tensor(profiles, dtype=torch.float64)
+    lam2 = torch.as_tensor(lam2, dtype=torch.float64)
+    single = prof.ndim == 1
+    prof = prof.unsqueeze(0) if single else prof
+    if prof.ndim != 2 or lam2.ndim != 1 or prof.shape[1] != lam2.shape[0]:
+        raise ValueError(
+            f"profiles {tuple(torch.as_tensor(profiles).shape)} and eigenvalues {tuple(lam2.shape)} differ in shape"
+        )
+    if not torch.isfinite(prof).all():
+        raise ValueError("profiles must be finite")
+    refine = ts is None
+    if ts is None:
+        lo = t_floor(lam2) if t_min is None else float(t_min)
+        hi = t_ceiling(lam2)
+        if not 0 < lo < hi:
+            raise ValueError(f"t_min must be positive and below the ceiling {hi:.3g}, got {lo}")
+        grid = torch.as_tensor(np.geomspace(lo, hi, 400), dtype=torch.float64)
+    else:
+        grid = torch.as_tensor(np.asarray(list(ts), dtype=float), dtype=torch.float64)
+        if grid.ndim != 1 or len(grid) == 0 or not (grid > 0).all():
+            raise ValueError("ts must be a non-empty list of positive values")
+    rs = _pearson_rows(prof, _theory_curves(lam2, grid))  # (n, G)
+    ok = ~torch.isnan(rs).all(1)
+    k = torch.nan_to_num(rs, nan=-2.0).argmax(1)
+    rows = torch.arange(len(prof))
+    t_best, r_best = grid[k], rs[rows, k]
+    if refine:  # a finer log grid between each best point's neighbours
+        lo_t = grid[(k - 1).clamp_min(0)].log()
+        hi_t = grid[(k + 1).clamp_max(len(grid) - 1)].log()
+        frac = torch.linspace(0, 1, 201, dtype=torch.float64)
+        fine = (lo_t[:, None] + (hi_t - lo_t)[:, None] * frac).exp()  # (n, 201)
+        rf = _pearson_rows(prof, _theory_curves(lam2, fine))
+        j = torch.nan_to_num(rf, nan=-2.0).argmax(1)
+        better = rf[rows, j] > r_best
+        t_best = torch.where(better, fine[rows, j], t_best)
+        r_best = torch.where(better, rf[rows, j], r_best)
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    t_best, r_best = torch.where(ok, t_best, nan), torch.where(ok, r_best, nan)
+    return (t_best[0], r_best[0]) if single else (t_best, r_best)
+
+
 def fit_t(
-    profile: torch.Tensor, lam2: torch.Tensor, ts: Iterable[float] | None = None
+    profile: torch.Tensor,
+    lam2: torch.Tensor,
+    ts: Iterable[float] | None = None,
+    *,
+    t_min: float | None = None,
 ) -> tuple[float, float]:
     """The t (clean convention) whose theory curve best matches ``profile``: (t, Pearson r).
 
     A grid search over ``ts``, as the paper grid-searches its single free parameter. By
-    default 400 values log-spaced over 12 decades around 1/mean(λ²), then a finer grid
-    between the best value's neighbours.
+    default 400 values log-spaced from :func:`t_floor` (below which the curve no longer
+    changes: the early-regime limit λ) to :func:`t_ceiling` (above which it is the
+    whitening limit 1/λ), then a finer grid between the best value's neighbours. A fit at
+    the floor means the profile is best described by "energy ∝ λ", not by a t.
     """
     prof = torch.as_tensor(profile, dtype=torch.float64)
     lam2 = torch.as_tensor(lam2, dtype=torch.float64)
-    if prof.shape != lam2.shape:
+    if prof.shape != lam2.shape or prof.ndim != 1:
         raise ValueError(f"profile {tuple(prof.shape)} and eigenvalues {tuple(lam2.shape)} differ in shape")
+    t, r = fit_t_batch(prof, lam2, ts, t_min=t_min)
+    if torch.isnan(r):
+        raise ValueError("the profile is flat: its correlation with any curve is undefined")
+    return float(t), float(r)
 
-    def r_of(t: float) -> float:
-        try:
-            return pearson(prof, theory_profile(lam2, t))
-        except ValueError:  # a flat curve has no correlation; the grid search skips it
-            return float("nan")
 
-    refine = ts is None
-    if ts is None:
-        centre = 1.0 / float(lam2.mean())
-        ts = centre * np.logspace(-6, 6, 400)
-    ts = np.asarray(list(ts), dtype=float)
-    rs = np.array([r_of(float(t)) for t in ts])
-    k = int(np.nanargmax(rs))
-    if refine:  # a finer log grid between the best point's neighbours
-        lo, hi = ts[max(k - 1, 0)], ts[min(k + 1, len(ts) - 1)]
-        fine = np.geomspace(lo, hi, 201)
-        rf = np.array([r_of(float(t)) for t in fine])
-        j = int(np.nanargmax(rf))
-        if rf[j] > rs[k]:
-            return float(fine[j]), float(rf[j])
-    return float(ts[k]), float(rs[k])
+def theory_correlations(
+    profiles: torch.Tensor, lam2: torch.Tensor, ts: Sequence[float], *, eta: float | None = None
+) -> torch.Tensor:
+    """Pearson r of each profile with the theory curve at each given t, nothing fitted: (n, m).
+
+    Why: where t is known (the simulated linear CNN, t = η·steps), the formula is tested
+    without a free parameter; its null is the same correlation for random profiles.
+
+    Parameters
+    ----------
+    profiles
+        (n, k) profiles, or one (k,) profile (then the result is (m,)).
+    lam2
+        (k,) eigenvalues.
+    ts
+        The m values of t (clean convention), or step counts when ``eta`` is given.
+    eta
+        Step size of the discrete form (see :func:`theory_profile`).
+    """
+    prof = torch.as_tensor(profiles, dtype=torch.float64)
+    lam2 = torch.as_tensor(lam2, dtype=torch.float64)
+    if prof.shape[-1] != lam2.shape[0]:
+        raise ValueError(f"profiles have {prof.shape[-1]} entries, eigenvalues {lam2.shape[0]}")
+    grid = torch.as_tensor(list(ts), dtype=torch.float64)
+    if grid.ndim != 1 or len(grid) == 0 or not (grid > 0).all():
+        raise ValueError("ts must be a non-empty list of positive values")
+    if eta is not None and not 0 < eta * float(lam2.max()) < 2:
+        raise ValueError("need 0 < eta * max(lambda^2) < 2 for gradient descent to converge")
+    return _pearson_rows(prof, _theory_curves(lam2, grid, eta))
+
+
+def profile_correlations(profile: torch.Tensor, profiles: torch.Tensor) -> torch.Tensor:
+    """Pearson r of one profile with each row of ``profiles`` (n, k): (n,).
+
+    Why: the null of a consistency claim ("two networks learn the same profile") is how
+    well the measured profile correlates with random decreasing ones.
+    """
+    a = torch.as_tensor(profile, dtype=torch.float64)
+    b = torch.as_tensor(profiles, dtype=torch.float64)
+    if a.ndim != 1 or b.ndim != 2 or b.shape[1] != a.shape[0]:
+        raise ValueError(
+            f"need a (k,) profile and (n, k) profiles, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return _pearson_rows(a, b)
+
+
+@dataclass
+class ProfileNull:
+    """Random decreasing profiles fitted like a measured one (:func:`decreasing_profile_nulls`).
+
+    Attributes
+    ----------
+    kind
+        ``"uniform"`` or ``"exponential"`` (see :func:`featlearn.nulls.random_decreasing_profiles`).
+    profiles
+        The (n, k) random profiles, max-normalised.
+    t, r
+        Each profile's fitted t and Pearson r (:func:`fit_t_batch`).
+    """
+
+    kind: str
+    profiles: torch.Tensor
+    t: torch.Tensor
+    r: torch.Tensor
+
+    @property
+    def label(self) -> str:
+        """The null in words, for :func:`featlearn.claims.null`."""
+        return f"random decreasing profiles (sorted {self.kind}), t fitted the same way"
+
+
+def decreasing_profile_nulls(
+    lam2: torch.Tensor,
+    n_draws: int = 200,
+    *,
+    seed: int = 0,
+    kinds: Sequence[str] = ("uniform", "exponential"),
+) -> dict[str, ProfileNull]:
+    """Random decreasing profiles, each fitted to the formula exactly as a measured profile.
+
+    Why: any decreasing profile correlates with the formula's early-regime curve (∝ λ);
+    the r these reach is what a fit scores for "energy decreases" alone.
+
+    Parameters
+    ----------
+    lam2
+        (k,) patch PCA eigenvalues (the fit's).
+    n_draws
+        Profiles per kind.
+    seed
+        Kind number j draws from ``torch.Generator().manual_seed(seed + j)``.
+    kinds
+        Which :func:`featlearn.nulls.random_decreasing_profiles` kinds to draw.
+
+    Returns
+    -------
+    dict
+        ``{kind: ProfileNull}``.
+    """
+    lam2 = torch.as_tensor(lam2, dtype=torch.float64)
+    out: dict[str, ProfileNull] = {}
+    for j, kind in enumerate(kinds):
+        gen = torch.Generator().manual_seed(seed + j)
+        p = nulls.random_decreasing_profiles(len(lam2), n_draws, kind=kind, generator=gen)
+        p = p / p.amax(1, keepdim=True)
+        t, r = fit_t_batch(p, lam2)
+        out[kind] = ProfileNull(kind=kind, profiles=p, t=t, r=r)
+    return out
+
+
+def strongest_null(draws: Mapping[str, torch.Tensor], *, high: bool = True) -> str:
+    """The key of the null whose draws are hardest to beat: highest 95th percentile (or lowest 5th).
+
+    Why: with two kinds of random profile, a claim is judged against the one that scores
+    best on its metric, so that passing means beating both.
+    """
+    if not draws:
+        raise ValueError("draws must hold at least one null")
+    level = 0.95 if high else 0.05
+    q = {k: float(torch.quantile(torch.as_tensor(v, dtype=torch.float64), level)) for k, v in draws.items()}
+    return max(q, key=q.__getitem__) if high else min(q, key=q.__getitem__)
 
 
 class LinearCNN(nn.Module):
@@ -430,6 +677,32 @@ def simulation_fits(
     return rows
 
 
+def cifar_init(net: nn.Module) -> nn.Module:
+    """Initialise ``net`` as the whitening paper's official models are: in place, returned.
+
+    Why: the official code builds VGG11-BN and ResNet20 from chenyaofo/pytorch-cifar-models,
+    whose constructors draw every conv weight from kaiming-normal (fan-out, ReLU gain),
+    set conv biases to 0, BatchNorm to weight 1 and bias 0, and linear weights from
+    N(0, 0.01²) with bias 0. PyTorch's defaults draw larger first-layer filters. Uses the
+    global torch RNG, like PyTorch's own initialisers.
+    """
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"net must be a torch.nn.Module, got {type(net).__name__}")
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
 @dataclass
 class ProfiledRun:
     """Result of :func:`train_with_profiles`.
@@ -444,12 +717,22 @@ class ProfiledRun:
         Accuracy on the training set (with the labels trained on) after training.
     filters
         Number of first-layer filters.
+    epochs
+        Epochs trained (fewer than asked when ``stop_at_train_accuracy`` was reached).
+    train_accuracies
+        Training accuracy after every epoch, when ``stop_at_train_accuracy`` was given.
     """
 
     profiles: list[torch.Tensor]
     test_accuracy: float | None
     train_accuracy: float
     filters: int
+    epochs: int = 0
+    train_accuracies: list[float] = field(default_factory=list)
+
+
+class _Reached(Exception):
+    """Raised from the epoch callback to end training once the target accuracy is reached."""
 
 
 def train_with_profiles(
@@ -466,6 +749,8 @@ def train_with_profiles(
     x_test: torch.Tensor | None = None,
     y_test: torch.Tensor | None = None,
     freeze_first: bool = False,
+    stop_at_train_accuracy: float | None = None,
+    init: Callable[[nn.Module], object] | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     desc: str = "CNN",
@@ -489,49 +774,73 @@ def train_with_profiles(
     components
         Patch principal components (eigenvectors as columns) from :func:`patch_pca`.
     epochs, lr, batch_size
-        As in :func:`featlearn.train.train_classifier`.
+        As in :func:`featlearn.train.train_classifier` (``epochs``: the most epochs).
     x_test, y_test
         If given, the test accuracy after the last epoch is returned.
     freeze_first
         Keep the first conv at its random init (no profiles are then recorded).
+    stop_at_train_accuracy
+        If given, training stops after the first epoch whose training accuracy reaches it
+        (e.g. 0.9 for a random-label run that must memorise its labels); the run is then
+        exactly the first epochs of the run without a stop, as the minibatch order is the
+        same. The accuracy after every epoch is kept in ``train_accuracies``.
+    init
+        Called on the freshly built network (after the seed is set), e.g.
+        :func:`cifar_init` for the official models' initialisation.
     seed
         Seeds the init (global torch RNG) and the minibatch order.
     device, desc, progress
         Where to train, and the progress bar's label and switch.
     """
+    if stop_at_train_accuracy is not None and not 0 < stop_at_train_accuracy <= 1:
+        raise ValueError(f"stop_at_train_accuracy must be in (0, 1], got {stop_at_train_accuracy}")
     torch.manual_seed(seed)
     net = build(x.shape[1], num_classes, width=width)
+    if init is not None:
+        init(net)
     if device is not None:
         net = net.to(device)
     _, conv = models.first_conv(net)
     w0 = conv.weight.detach().clone()
     conv.weight.requires_grad_(not freeze_first)
     profiles: list[torch.Tensor] = []
+    accuracies: list[float] = []
+    done = [0]
 
-    def record(epoch: int, model: nn.Module) -> None:
-        profiles.append(energy_profile(conv.weight, components, init_weight=w0))
+    def on_epoch_end(epoch: int, model: nn.Module) -> None:
+        done[0] = epoch
+        if not freeze_first:
+            profiles.append(energy_profile(conv.weight, components, init_weight=w0))
+        if stop_at_train_accuracy is not None:
+            accuracies.append(train.accuracy(model, x, y))
+            if accuracies[-1] >= stop_at_train_accuracy:
+                raise _Reached
 
+    try:
+        train.train_classifier(
+            net,
+            x,
+            y,
+            epochs=epochs,
+            lr=lr,
+            batch_size=batch_size,
+            optimizer="sgd",
+            seed=seed,
+            progress=progress,
+            desc=desc,
+            on_epoch_end=on_epoch_end,
+        )
+    except _Reached:
+        pass
+    net.eval()
     test = x_test is not None and y_test is not None
-    hist = train.train_classifier(
-        net,
-        x,
-        y,
-        epochs=epochs,
-        lr=lr,
-        batch_size=batch_size,
-        optimizer="sgd",
-        x_test=x_test if test else None,
-        y_test=y_test if test else None,
-        seed=seed,
-        progress=progress,
-        desc=desc,
-        on_epoch_end=None if freeze_first else record,
-    )
     return ProfiledRun(
         profiles=profiles,
-        test_accuracy=hist.test_accuracy[-1] if test else None,
-        train_accuracy=train.accuracy(net, x, y),
+        test_accuracy=train.accuracy(net, x_test, y_test) if test else None,  # type: ignore[arg-type]
+        train_accuracy=accuracies[-1] if accuracies else train.accuracy(net, x, y),
         filters=conv.weight.shape[0],
+        epochs=done[0],
+        train_accuracies=accuracies,
     )
 
 
@@ -557,8 +866,11 @@ def fit_trend(
     -------
     list of dict
         Rows with ``"model"``, ``"epoch"``, ``"r (formula fit)"``, ``"fitted t"``,
-        ``"tail energy, measured"`` and ``"tail energy, formula"``.
+        ``"PCs with tλ² ≥ 1"`` (how many components the fitted formula has taken past the
+        early regime, where e ∝ tλ), ``"tail energy, measured"`` and
+        ``"tail energy, formula"``.
     """
+    lam2 = torch.as_tensor(lam2, dtype=torch.float64)
     if n_tail is None:
         n_tail = max(1, len(lam2) // 3)
     if not 1 <= n_tail <= len(lam2):
@@ -573,6 +885,7 @@ def fit_trend(
                     "epoch": epoch,
                     "r (formula fit)": r,
                     "fitted t": t,
+                    "PCs with tλ² ≥ 1": int((t * lam2 >= 1).sum()),
                     "tail energy, measured": float(e[-n_tail:].mean()),
                     "tail energy, formula": float(theory_profile(lam2, t)[-n_tail:].mean()),
                 }
