@@ -90,3 +90,13 @@ def test_random_decreasing_profiles_decrease_and_sum_to_one(kind):
     assert (p[:, 1:] <= p[:, :-1]).all()
     with pytest.raises(ValueError, match="kind"):
         nulls.random_decreasing_profiles(9, 5, kind="beta")
+
+
+def test_wishart_isotropy_matches_its_closed_form():
+    from featlearn import isotropy
+
+    # corr(C, I) of a d×d Wishart with m dof → 1/sqrt(1 + d/m) for large d
+    few = isotropy.wishart_isotropy(32, 32, n_draws=10, generator=_gen(1))["corr_identity"]
+    many = isotropy.wishart_isotropy(32, 128, n_draws=10, generator=_gen(1))["corr_identity"]
+    assert few.shape == (10,) and float(few.mean()) == pytest.approx(1 / math.sqrt(2), abs=0.05)
+    assert float(many.mean()) == pytest.approx(1 / math.sqrt(1.25), abs=0.05)

@@ -6,9 +6,10 @@ chapter measures the same thing and the AGOP code can find the conv layers by na
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -26,6 +27,9 @@ __all__ = [
     "WeightsUnavailable",
     "imagenet_model",
     "cnfa_layers",
+    "init_rule",
+    "init_layer",
+    "reinitialize",
     "IMAGENET_MODELS",
 ]
 
@@ -82,6 +86,8 @@ class VanillaCNN(nn.Module):
         init_std: float | None = 5e-3,
     ) -> None:
         super().__init__()
+        #: read by :func:`init_rule`, so that fresh draws follow the same init
+        self.init_std = init_std
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(depth):
@@ -364,3 +370,103 @@ def cnfa_layers(model: nn.Module) -> list[str]:
     if blocks:
         return [f"{b}.conv1" for b in blocks]
     return names
+
+
+# ----------------------------------------------------------------------------------------
+# Fresh draws from a model's own initialisation (for nulls)
+# ----------------------------------------------------------------------------------------
+
+#: An init rule: ``("default",)`` (each layer's ``reset_parameters``), ``("normal", std)``
+#: for conv and linear weights, or ``("torchvision", family)`` for torchvision's VGG/ResNet.
+InitRule = tuple[Any, ...]
+
+
+def init_rule(model: nn.Module) -> InitRule:
+    """How ``model`` drew its weights when it was built.
+
+    Why: a null built from "a random W" must use the distribution the network started
+    from; PyTorch's ``reset_parameters`` is that distribution only for models that keep
+    the default init. :class:`VanillaCNN` draws N(0, init_std²); torchvision's VGG and
+    ResNet draw their convs with Kaiming-normal (fan-out, ReLU) gain.
+    """
+    if isinstance(model, VanillaCNN) and model.init_std is not None:
+        return ("normal", float(model.init_std))
+    cls = type(model)
+    if cls.__module__.startswith("torchvision.models") and cls.__name__ in ("VGG", "ResNet"):
+        return ("torchvision", cls.__name__)
+    return ("default",)
+
+
+def _redraw(module: nn.Module, rule: InitRule) -> None:
+    """Redraw ``module``'s own parameters (not its children's) by ``rule``, from torch's global RNG."""
+    reset = getattr(module, "reset_parameters", None)
+    if callable(reset):
+        reset()
+    _apply_rule(module, rule)
+
+
+def _apply_rule(module: nn.Module, rule: InitRule) -> None:
+    """Overwrite what ``reset_parameters`` drew where ``rule`` says the model draws otherwise."""
+    if rule[0] == "default":
+        return
+    with torch.no_grad():
+        if rule[0] == "normal" and isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.normal_(module.weight, std=rule[1])
+        elif rule[0] == "torchvision" and isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif rule[0] == "torchvision" and isinstance(module, nn.Linear) and rule[1] == "VGG":
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class _RuleConv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` whose ``reset_parameters`` follows the init rule of the model it came from.
+
+    Made only by :func:`init_layer` (by changing a copy's class), never constructed.
+    """
+
+    featlearn_init_rule: InitRule = ("default",)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _apply_rule(self, self.featlearn_init_rule)
+
+
+def init_layer(model: nn.Module, name: str) -> nn.Conv2d:
+    """A copy of conv layer ``name`` whose ``reset_parameters()`` draws from ``model``'s own init.
+
+    Why: :func:`featlearn.nulls.init_weights` draws fresh weights by ``reset_parameters``;
+    handing it this copy makes "a random W" mean the model's init (:func:`init_rule`),
+    e.g. N(0, 0.005²) for the CNFA paper's vanilla CNN. The model is not touched.
+    """
+    layer = model.get_submodule(name)
+    if not isinstance(layer, nn.Conv2d):
+        raise TypeError(f"{name!r} is a {type(layer).__name__}, not an nn.Conv2d")
+    twin = copy.deepcopy(layer)
+    twin.__class__ = _RuleConv2d
+    cast(_RuleConv2d, twin).featlearn_init_rule = init_rule(model)
+    return twin
+
+
+def reinitialize(model: nn.Module, *, seed: int) -> nn.Module:
+    """A copy of ``model`` with every parameter drawn afresh from its own init, under ``seed``.
+
+    Why: "the same network at initialisation" as a null needs many independent inits of
+    one architecture, not the single copy the training started from. Buffers (BatchNorm
+    running statistics) are reset too; the copy keeps ``model``'s mode, device and dtype.
+    Torch's global RNG state is left as it was; the draws are made on the CPU, so a seed
+    gives the same weights on any device.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    rule = init_rule(model)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    twin = copy.deepcopy(model).cpu()  # drawn on the CPU: the same weights on any device
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in twin.modules():
+            _redraw(module, rule)
+    return twin.to(device)

@@ -252,3 +252,185 @@ def plot_iterations(
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_metric_nulls(
+    panels: Mapping[str, Mapping[str, Any]],
+    *,
+    xlabels: Mapping[str, str] | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """ConvRFM's metric against its nulls: one strip per stand-in, one panel per metric.
+
+    Why: a learned metric's score means something only beside what shuffled labels, random
+    metrics and untrained networks score on the same measure; this puts them on one axis.
+
+    Parameters
+    ----------
+    panels
+        Panel title → (row label → a number, drawn as one large marker, or a 1-d sequence of
+        null draws, drawn as dots with their 5–95th percentile range as a bar). At most 3
+        panels (one row); rows are drawn top to bottom in the given order.
+    xlabels
+        Panel title → x-axis label (default: the title).
+    title
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    if not 1 <= len(panels) <= 3:
+        raise ValueError(f"plot_metric_nulls draws 1 to 3 panels, got {len(panels)}")
+    n_rows = max(len(rows) for rows in panels.values())
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 0.55 * n_rows + 1.4), squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only
+    for ax, (name, rows) in zip(axes[0], panels.items()):
+        labels = list(rows)
+        for i, label in enumerate(labels):
+            y = len(labels) - 1 - i
+            v = np.atleast_1d(torch.as_tensor(rows[label]).detach().cpu().double().numpy())
+            if v.size == 1:
+                ax.plot(v, [y], marker="D", ms=8, color="C3", ls="none", zorder=3)
+            else:
+                ax.plot(v, y + rng.uniform(-0.15, 0.15, v.size), "o", ms=4, alpha=0.6, color="C0")
+                lo, hi = np.quantile(v, [0.05, 0.95])
+                ax.plot([lo, hi], [y - 0.3, y - 0.3], color="k", lw=2)
+        ax.set_yticks(range(len(labels)), labels[::-1], fontsize=8)
+        ax.set_xlabel((xlabels or {}).get(name, name))
+        ax.set_title(name, fontsize=9)
+        ax.set_ylim(-0.7, len(labels) - 0.4)
+        ax.grid(axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(curves: Mapping[str, Any], *, title: str = "") -> plt.Figure:
+    """Test accuracy of the fixed CNTK and of ConvRFM against training-set size, per task.
+
+    Why: whether the learned metric beats the fixed kernel depends on n; the curve shows
+    where (if anywhere) the two separate.
+
+    Parameters
+    ----------
+    curves
+        Panel title → a table as :func:`featlearn.rfm.learning_curve` returns (columns
+        ``n``, ``fixed CNTK``, ``ConvRFM`` and, if present, ``last metric``, accuracies in
+        [0, 1]). Several draws at one n are drawn as dots and joined at their mean. At most 3
+        panels.
+    title
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Accuracies in percent, n on a log axis.
+    """
+    if not 1 <= len(curves) <= 3:
+        raise ValueError(f"plot_learning_curve draws 1 to 3 panels, got {len(curves)}")
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.5), squeeze=False)
+    for ax, (name, frame) in zip(axes[0], curves.items()):
+        styles = [("fixed CNTK", "C7", "s", "-"), ("ConvRFM", "C0", "o", "-")]
+        if "last metric" in frame:
+            styles.append(("last metric", "C1", "^", "--"))
+        for col, color, marker, ls in styles:
+            ax.plot(frame["n"], 100 * frame[col], marker, color=color, alpha=0.35, ms=4)
+            mean = frame.groupby("n")[col].mean()
+            label = {"ConvRFM": "ConvRFM (chosen on validation)", "last metric": "last learned metric"}
+            ax.plot(
+                mean.index, 100 * mean.values, marker=marker, ls=ls, color=color, label=label.get(col, col)
+            )
+        ax.set_xscale("log")
+        ax.set_xticks(sorted(set(frame["n"])), [str(n) for n in sorted(set(frame["n"]))])
+        ax.minorticks_off()
+        ax.set(xlabel="training images n (log scale)", ylabel="test accuracy (%)", title=name)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["plot_metric_nulls", "plot_learning_curve"]
+
+
+def plot_cnfa_nulls(
+    values: Any,
+    nulls: Any,
+    *,
+    panel: str,
+    value_columns: Mapping[str, str],
+    layer: str = "layer",
+    ylabel: str = "Pearson correlation",
+    title: str | None = None,
+    ncols: int = 3,
+) -> plt.Figure:
+    """Per layer: measured ansatz correlations as lines, each null's 5–95% range as a bar.
+
+    Why: a correlation of 0.95 says nothing until it sits beside what untrained or random
+    stand-ins score on the same metric (issue 19); this puts them on one axis per network.
+
+    Parameters
+    ----------
+    values
+        pandas DataFrame, one row per (``panel``, ``layer``), with the measured columns.
+    nulls
+        pandas DataFrame in long form: ``panel``, ``layer``, ``null`` (the kind) and
+        ``value`` (one draw per row), for the same metric and power as ``values``.
+    panel
+        Column naming the network; one panel each, ``ncols`` per row.
+    value_columns
+        Column of ``values`` → legend label (e.g. ``{"trained alpha=1": "trained"}``).
+    layer, ylabel, title
+        Layer column, y-axis label, figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Bars: 5th–95th percentile of each null per layer, a dot at its mean; lines: values.
+    """
+    panels = list(dict.fromkeys(values[panel]))
+    if not panels:
+        raise ValueError("values is empty: nothing to draw")
+    kinds = list(dict.fromkeys(nulls["null"]))
+    ncols = max(1, min(ncols, len(panels)))
+    nrows = -(-len(panels) // ncols)
+    legend = 0.25 * -(-(len(kinds) + len(value_columns)) // 2) + 0.3  # inches under the panels
+    height = 3.6 * nrows + legend
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, height), squeeze=False, sharey=True)
+    width = 0.6 / max(1, len(kinds))
+    for ax, p in zip(axes.flat, panels):
+        vals = values[values[panel] == p]
+        names = list(vals[layer])
+        x = np.arange(len(names))
+        sub = nulls[nulls[panel] == p]
+        for j, kind in enumerate(kinds):
+            stats = sub[sub["null"] == kind].groupby(layer)["value"]
+            if stats.ngroups == 0:
+                continue
+            q = stats.quantile([0.05, 0.95]).unstack().reindex(names)
+            mean = stats.mean().reindex(names)
+            off = x - 0.3 + width * (j + 0.5)
+            ax.vlines(off, q[0.05], q[0.95], color=f"C{j + 2}", lw=3, alpha=0.55, label=f"null: {kind}")
+            ax.plot(off, mean, "_", color=f"C{j + 2}", ms=7)
+        for k, (col, label) in enumerate(value_columns.items()):
+            ax.plot(x, vals[col], marker="os^D"[k % 4], color=f"C{k}" if k < 2 else f"C{k + 6}", label=label)
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
+        ax.set_title(str(p), fontsize=10)
+        ax.set_xlabel("conv layer (input to output)")
+        ax.set_ylabel(ylabel)
+        ax.axhline(0.9, color="grey", lw=0.8, ls=":")
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, legend / height, 1, 1))
+    return fig
+
+
+__all__ += ["plot_cnfa_nulls"]

@@ -73,8 +73,11 @@ def train_classifier(
     optimizer
         ``"adam"`` or ``"sgd"`` (with ``momentum``, default none).
     loss
-        ``"ce"`` (cross-entropy on logits) or ``"mse"`` (squared error against one-hot
-        targets, summed over outputs and averaged over examples, as in the DNFA paper).
+        ``"ce"`` (cross-entropy on logits); ``"mse"`` (squared error against one-hot
+        targets, summed over outputs and averaged over examples); or ``"mse_mean"`` (the
+        same error averaged over outputs as well as examples, as the DNFA paper's official
+        training scripts do with ``torch.mean``). With k outputs, ``"mse"`` is k times
+        ``"mse_mean"``, so under SGD it trains with k times the learning rate.
     x_test, y_test
         If given, test accuracy is recorded after every epoch.
     seed
@@ -99,8 +102,8 @@ def train_classifier(
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     else:
         raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if loss not in ("ce", "mse"):
-        raise ValueError(f"loss must be 'ce' or 'mse', got {loss!r}")
+    if loss not in ("ce", "mse", "mse_mean"):
+        raise ValueError(f"loss must be 'ce', 'mse' or 'mse_mean', got {loss!r}")
     g = torch.Generator().manual_seed(seed)
     hist = History()
     model.train()
@@ -116,7 +119,8 @@ def train_classifier(
                 batch_loss = nn.functional.cross_entropy(out, yb)
             else:
                 target = nn.functional.one_hot(yb, out.shape[1]).to(out.dtype)
-                batch_loss = (out - target).pow(2).sum(1).mean()
+                sq = (out - target).pow(2)
+                batch_loss = sq.sum(1).mean() if loss == "mse" else sq.mean()
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
