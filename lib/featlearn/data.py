@@ -608,7 +608,8 @@ def natural_crops(n: int, size: int, channels: int = 3, seed: int = 0) -> torch.
     return torch.from_numpy(out)
 
 
-#: The star of the ConvRFM star task: 7 × 7 pixels (our drawing; the official one is similar).
+#: The star of the ConvRFM star task: 7 × 7 pixels, the shape the official generator
+#: (``draw_star`` in aradha/agop_feature_learning's ``star_dataset.py``) draws, row by row.
 STAR = torch.tensor(
     [
         [0, 0, 0, 1, 0, 0, 0],
@@ -616,8 +617,8 @@ STAR = torch.tensor(
         [1, 1, 1, 1, 1, 1, 1],
         [0, 1, 1, 1, 1, 1, 0],
         [0, 0, 1, 1, 1, 0, 0],
+        [0, 1, 1, 1, 1, 1, 0],
         [0, 1, 1, 0, 1, 1, 0],
-        [1, 1, 0, 0, 0, 1, 1],
     ],
     dtype=torch.float32,
 )
@@ -631,6 +632,8 @@ def star_task(
     ``n`` images (3, size, size) of Gaussian noise (std ``noise``); half of them (label 1)
     carry :data:`STAR` with value 1 in channels 0 and 1, at a random offset in
     [0, max_offset]² from (3, 7), as in the official generator. Labels are shuffled.
+    Unlike the official generator, which draws a balanced pool and splits it (so a
+    50-image training set has a random class balance), every call here is exactly balanced.
     """
     if n < 2:
         raise ValueError(f"n must be >= 2 (half positives, half negatives), got {n}")
@@ -651,8 +654,11 @@ def star_task(
 def paste_in_noise(x: torch.Tensor, frame: int = 42, noise: float = 0.5, seed: int = 0) -> torch.Tensor:
     """Each image pasted at a random offset into a ``frame``×``frame`` Gaussian-noise frame.
 
-    The noisy-MNIST construction of the ConvRFM notebooks (28×28 digits, 42×42 frame); the
-    noise std is our choice (the official frames are files with their own scale).
+    Why: the noisy-MNIST task of the ConvRFM notebooks (28×28 digits, 42×42 frame), where an
+    object must be found before it can be recognised. As there, the frame is drawn in code
+    as ``noise``·N(0, 1) (the notebooks' 0.5·σ^½ with σ = 1: std 0.5), and the image
+    replaces the frame's pixels at an offset drawn uniformly in [0, frame − side − 1] on
+    each axis (the notebooks' ``randint(high=frame - side)``).
     """
     if x.ndim != 4:
         raise ValueError(f"x must be (N, C, H, W), got {tuple(x.shape)}")
@@ -661,7 +667,7 @@ def paste_in_noise(x: torch.Tensor, frame: int = 42, noise: float = 0.5, seed: i
         raise ValueError(f"frame={frame} is smaller than the {h}×{w} images")
     g = torch.Generator().manual_seed(seed)
     out = noise * torch.randn(n, c, frame, frame, generator=g)
-    offs = torch.randint(0, frame - max(h, w) + 1, (n, 2), generator=g)
+    offs = torch.randint(0, max(1, frame - max(h, w)), (n, 2), generator=g)
     for i in range(n):
         r, cc = int(offs[i, 0]), int(offs[i, 1])
         out[i, :, r : r + h, cc : cc + w] = x[i]

@@ -11,9 +11,9 @@ and Dense): depth × [q×q conv, √2·ReLU], then a linear readout of the flatt
 map (no pooling), in the NTK parametrisation:
 
 * h¹_p = W¹ x_p / √d, with x_p the p-th patch (d = c·q·q entries, ordered like
-  ``conv.weight.flatten(1)``); with a metric, the patch inner product is x_pᵀ M z_p. The
-  paper's code expands the image into patches with padding ("SAME"); here the patches are
-  the VALID ones, so every map is q − 1 pixels smaller;
+  ``conv.weight.flatten(1)``); with a metric, the patch inner product is x_pᵀ M z_p. As in
+  the notebooks (``expand_image`` without padding, then stride-q and stride-1 convs with
+  ``padding='VALID'``), the patches are the VALID ones, so every map is q − 1 pixels smaller;
 * for ℓ ≥ 1, h^{ℓ+1}_p = Σ_δ W^{ℓ+1}_δ φ(h^ℓ_{p+δ}) / √(C q²), with φ = √2·relu (He scaling);
 * f = vᵀ flatten(φ(h^L)) / √(C P), P positions in the last map.
 
@@ -47,6 +47,10 @@ __all__ = [
     "conv_kernels",
     "kernel_from_patches",
     "metric_root",
+    "layer1_maps",
+    "kernel_from_layer1",
+    "position_major",
+    "transform_patches",
     "conv_ntk",
     "conv_nngp",
 ]
@@ -107,14 +111,14 @@ def raw_patches(x: torch.Tensor, q: int) -> torch.Tensor:
     return F.unfold(x, q).transpose(1, 2).reshape(n, h - q + 1, w - q + 1, -1)
 
 
-def _transform(p: torch.Tensor, root: torch.Tensor | None) -> torch.Tensor:
-    """Patches mapped so that plain inner products are x_pᵀ M z_p / d (M = L Lᵀ)."""
+def transform_patches(p: torch.Tensor, root: torch.Tensor | None) -> torch.Tensor:
+    """Patches (…, d) mapped to p L / √d, so that plain inner products are x_pᵀ M z_p / d (M = L Lᵀ)."""
     d = p.shape[-1]
     return (p if root is None else p @ root) / math.sqrt(d)
 
 
 def _patches(x: torch.Tensor, q: int, m_root: torch.Tensor | None) -> torch.Tensor:
-    return _transform(raw_patches(x, q), m_root)
+    return transform_patches(raw_patches(x, q), m_root)
 
 
 def aligned_patch_products(
@@ -199,11 +203,11 @@ def conv_kernels(
     root = metric_root(M, x.shape[1] * q * q, x)
     nngp = torch.empty(len(x), len(z), dtype=dtype, device=dev)
     ntk = torch.empty_like(nngp)
-    tz = [_position_major(_patches(z[j : j + block_size], q, root)) for j in range(0, len(z), block_size)]
+    tz = [position_major(_patches(z[j : j + block_size], q, root)) for j in range(0, len(z), block_size)]
     bar = tqdm(total=len(tz) * -(-len(x) // block_size), desc="conv kernel blocks", disable=not progress)
     with torch.no_grad():
         for i in range(0, len(x), block_size):
-            tx = _position_major(_patches(x[i : i + block_size], q, root))
+            tx = position_major(_patches(x[i : i + block_size], q, root))
             for j, tzj in zip(range(0, len(z), block_size), tz):
                 nngp[i : i + block_size, j : j + block_size], ntk[i : i + block_size, j : j + block_size] = (
                     _kernel_from_transformed(tx, tzj, q, depth)
@@ -218,14 +222,15 @@ def kernel_from_patches(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(NNGP, NTK) between two sets of images given as raw patch maps (N, H', W', d); differentiable.
 
-    ``root`` is L with M = L Lᵀ (None: M = I). Used by :func:`conv_kernels` block by block,
-    and by ConvRFM to differentiate the predictor with respect to each patch.
+    ``root`` is L with M = L Lᵀ (None: M = I). The same computation as :func:`conv_kernels`
+    does block by block; differentiable with respect to the patches (the tests check
+    ConvRFM's AGOP against autograd through it).
     """
-    tx, tz = _transform(px, root), _transform(pz, root)
-    return _kernel_from_transformed(_position_major(tx), _position_major(tz), q, depth)
+    tx, tz = transform_patches(px, root), transform_patches(pz, root)
+    return _kernel_from_transformed(position_major(tx), position_major(tz), q, depth)
 
 
-def _position_major(t: torch.Tensor) -> torch.Tensor:
+def position_major(t: torch.Tensor) -> torch.Tensor:
     """(N, H, W, d) patches → contiguous (H, W, N, d): layer 1 becomes one fast batched matmul."""
     return t.permute(1, 2, 0, 3).contiguous()
 
@@ -235,10 +240,31 @@ def _kernel_from_transformed(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     # Patches come position-major (H, W, N, d) and maps are laid out (H, W, Nx, Nz): pooling
     # then adds contiguous slabs, and layer 1 is one batched matmul over positions.
+    return kernel_from_layer1(*layer1_maps(tx, tz), q, depth)
+
+
+def layer1_maps(tx: torch.Tensor, tz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """First-layer maps from position-major transformed patches (H, W, N, d): (Σ, dx, dz).
+
+    Σ (H, W, Nx, Nz) holds the aligned patch products, dx (H, W, Nx, 1) and dz (H, W, 1, Nz)
+    the patches' squared norms. The kernel depends on the images only through these maps,
+    which is what lets ConvRFM's AGOP take one backward pass for every output.
+    """
     h, w, a, d = tx.shape
     sigma = torch.bmm(tx.view(h * w, a, d), tz.view(h * w, -1, d).transpose(1, 2)).view(h, w, a, -1)
     dx = tx.pow(2).sum(-1)[..., None]  # (H, W, Nx, 1): He scaling keeps variances
     dz = tz.pow(2).sum(-1)[:, :, None]  # (H, W, 1, Nz)
+    return sigma, dx, dz
+
+
+def kernel_from_layer1(
+    sigma: torch.Tensor, dx: torch.Tensor, dz: torch.Tensor, q: int, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(NNGP, NTK) (Nx, Nz) from the first-layer maps of :func:`layer1_maps`; differentiable.
+
+    ``dx`` may also be given per pair, (H, W, Nx, Nz), so that a backward pass returns each
+    pair's sensitivity to its own copy of it.
+    """
     theta = sigma
     act, act_dot = relu_expectations(sigma, dx, dz)  # every conv, the patch layer included, has a ReLU
     for _ in range(depth - 1):

@@ -30,6 +30,13 @@ __all__ = [
     "validation_split",
     "top_filters",
     "dc_free_fraction",
+    "edge_likeness",
+    "random_metrics",
+    "subset_fits",
+    "curve_point",
+    "learning_curve",
+    "stand_in_table",
+    "shuffled_label_metrics",
 ]
 
 
@@ -47,32 +54,63 @@ def predictor_patch_agop(
 
     Every patch of x is a variable of its own (as in the CNFA), and gradients are taken with
     respect to the raw patch (before the metric): G = (1/n) Σ_images Σ_positions Σ_outputs
-    ∇_{x_p} f_c ∇_{x_p} f_cᵀ, a (d × d) matrix. f_c(x) depends only on x's own patches, so one
-    backward of Σ_x f_c(x) gives every image's gradients at once; the outputs share one
-    forward pass per block and are differentiated together (batched vector-Jacobian products).
+    ∇_{x_p} f_c ∇_{x_p} f_cᵀ, a (d × d) matrix.
+
+    How, exactly and in one backward pass: the kernel K(x, z_b) depends on x's patch x_p
+    only through the first-layer maps Σ_p(x, z_b) = t(x_p)·t(z_{b,p}) and d_p(x) = |t(x_p)|²,
+    with t(v) = v L / √d and M = L Lᵀ (:func:`featlearn.kernels.layer1_maps`). Give every
+    pair its own copy of d_p; then one backward of Σ_{x, b} K(x, z_b) yields each pair's
+    sensitivities S = ∂K/∂Σ_p and D = ∂K/∂d_p, and for every output c
+
+    ∇_{x_p} f_c = [Σ_b α_bc S_{p,b} t(z_{b,p}) + 2 t(x_p) Σ_b α_bc D_{p,b}] Lᵀ / √d,
+
+    two batched matrix products instead of one backward pass per output.
     """
     if alpha.ndim != 2 or len(alpha) != len(x_train):
         raise ValueError(f"alpha must be ({len(x_train)}, outputs), got {tuple(alpha.shape)}")
     check_finite(x, "x")
     check_finite(x_train, "x_train")
     check_finite(alpha, "alpha (the kernel machine's coefficients)")
-    root = kernels.metric_root(M, x.shape[1] * q * q, x)
-    n_out = alpha.shape[1]
     d = x.shape[1] * q * q
-    eye = torch.eye(n_out, dtype=x.dtype, device=x.device)
+    root = kernels.metric_root(M, d, x)
+    n_out = alpha.shape[1]
+    alpha = alpha.to(x.dtype)
     g_total = torch.zeros(d, d, dtype=x.dtype, device=x.device)
+    train_blocks = [
+        (
+            alpha[j : j + block_size],
+            kernels.position_major(
+                kernels.transform_patches(kernels.raw_patches(x_train[j : j + block_size], q), root)
+            ),
+        )
+        for j in range(0, len(x_train), block_size)
+    ]
     for i in range(0, len(x), block_size):
-        p = kernels.raw_patches(x[i : i + block_size], q).detach().requires_grad_(True)
-        grads = torch.zeros(n_out, *p.shape, dtype=x.dtype, device=x.device)
-        for j in range(0, len(x_train), block_size):
-            pz = kernels.raw_patches(x_train[j : j + block_size], q)
-            out = (
-                kernels.kernel_from_patches(p, pz, q=q, depth=depth, root=root)[1] @ alpha[j : j + block_size]
-            )
-            cot = eye[:, None, :].expand(n_out, len(p), n_out)  # one cotangent per output
-            grads += torch.autograd.grad(out, p, cot, is_grads_batched=True)[0]
-        g = grads.reshape(-1, d)
-        g_total += g.T @ g
+        tx = kernels.position_major(
+            kernels.transform_patches(kernels.raw_patches(x[i : i + block_size], q), root)
+        )
+        h, w, a, _ = tx.shape
+        u = torch.zeros(h * w, a, n_out, d, dtype=x.dtype, device=x.device)
+        v = torch.zeros(h * w, a, n_out, dtype=x.dtype, device=x.device)
+        for alpha_j, tz in train_blocks:
+            with torch.no_grad():
+                sigma, dx, dz = kernels.layer1_maps(tx, tz)
+            sigma.requires_grad_(True)
+            dx = dx.expand_as(sigma).clone().requires_grad_(True)  # one copy per pair
+            with torch.enable_grad():
+                ntk = kernels.kernel_from_layer1(sigma, dx, dz, q, depth)[1]
+                s_grad, d_grad = torch.autograd.grad(ntk.sum(), (sigma, dx))
+            b = tz.shape[2]
+            s_grad, d_grad = s_grad.view(h * w, a, b), d_grad.view(h * w, a, b)
+            t_z = tz.view(h * w, b, d)
+            for c in range(n_out):  # u[p, a, c] += Σ_b S[p, a, b] α[b, c] t(z)[p, b]
+                u[:, :, c] += torch.bmm(s_grad * alpha_j[:, c], t_z)
+            v += d_grad @ alpha_j  # v[p, a, c] = Σ_b D[p, a, b] α[b, c]
+        grads = u + 2 * tx.view(h * w, a, 1, d) * v[..., None]
+        grads = grads.reshape(-1, d)
+        if root is not None:
+            grads = grads @ root.T
+        g_total += grads.T @ grads / d
     return g_total / len(x)
 
 
@@ -228,15 +266,12 @@ class ConvRFM:
         self.history_: list[RFMStep] = []
         # (val acc, iteration, M, alpha, reg) of the best fit so far
         best: tuple[float, int, torch.Tensor, torch.Tensor, float] | None = None
-        n_agop = len(X) if self.n_agop is None else min(self.n_agop, len(X))
         for it in tqdm(range(self.iterations + 1), desc="ConvRFM iterations", disable=not self.progress):
             k_train = self._kernel(X, None, M)
             k_val = self._kernel(X_val, X, M)
-            accs, alphas = {}, {}
-            for reg in self.regs:
-                alphas[reg] = self._solve(k_train, y1, reg)
-                accs[reg] = _accuracy(k_val @ alphas[reg], y_val)
-            reg = max(self.regs, key=lambda r: accs[r])
+            if it == 0:  # label-free: kept for other labels of the same images (first_metrics)
+                self._fixed_kernels = (k_train.cpu(), k_val.cpu())
+            accs, alphas, reg = self._ridge(k_train, k_val, y1, y_val)
             mon = None if monitor is None else _accuracy(self._kernel(X_mon, X, M) @ alphas[reg], y_mon)
             self.history_.append(
                 RFMStep(it, M.detach().cpu(), accs, _accuracy(k_train @ alphas[reg], y), reg, mon)
@@ -245,21 +280,78 @@ class ConvRFM:
                 best = (accs[reg], it, M.clone(), alphas[reg], reg)
             if it == self.iterations:
                 break
-            g = predictor_patch_agop(
-                X[:n_agop].to(self.dtype),
-                X.to(self.dtype),
-                alphas[reg].to(self.dtype),
-                q=self.q,
-                depth=self.depth,
-                M=M,
-                block_size=self.block_size,
-            ).double()
-            M = matrix_power_psd(g, self.power)
-            M = M * d / M.trace().clamp_min(1e-30)
+            M = self._next_metric(X, alphas[reg], M)
         assert best is not None  # iteration 0 always sets it
         self.best_val_accuracy_, self.best_iteration_, self.M_, self.alpha_, self.reg_ = best
-        self.X_train_ = X
+        self.X_train_, self.y_train_, self.X_val_, self.y_val_ = X, y, X_val, y_val
         return self
+
+    def _ridge(
+        self, k_train: torch.Tensor, k_val: torch.Tensor, y1: torch.Tensor, y_val: torch.Tensor
+    ) -> tuple[dict[float, float], dict[float, torch.Tensor], float]:
+        """Validation accuracy and coefficients for every λ, and the λ validation chooses."""
+        accs, alphas = {}, {}
+        for reg in self.regs:
+            alphas[reg] = self._solve(k_train, y1, reg)
+            accs[reg] = _accuracy(k_val @ alphas[reg], y_val)
+        return accs, alphas, max(self.regs, key=lambda r: accs[r])
+
+    def _next_metric(self, X: torch.Tensor, alpha: torch.Tensor, M: torch.Tensor) -> torch.Tensor:
+        """One AGOP update: G of the predictor over the first ``n_agop`` images, M = G^power, trace d."""
+        n_agop = len(X) if self.n_agop is None else min(self.n_agop, len(X))
+        g = predictor_patch_agop(
+            X[:n_agop].to(self.dtype),
+            X.to(self.dtype),
+            alpha.to(self.dtype),
+            q=self.q,
+            depth=self.depth,
+            M=M,
+            block_size=self.block_size,
+        ).double()
+        M = matrix_power_psd(g, self.power)
+        return M * M.shape[0] / M.trace().clamp_min(1e-30)
+
+    def first_metrics(
+        self, labels: list[tuple[torch.Tensor, torch.Tensor]], *, progress: bool | None = None
+    ) -> list[torch.Tensor]:
+        """The metric one AGOP iteration learns from the same images under other labels.
+
+        Why: the shuffled-label null of the learned metric must be the same estimator on the
+        same images; the iteration-0 kernels do not depend on the labels, so they are reused
+        from :meth:`fit` and each relabelling costs one ridge solve per λ and one AGOP.
+
+        Parameters
+        ----------
+        labels
+            (training labels, validation labels) pairs, for the training and validation
+            images this machine was fitted on (:attr:`y_train_`, :attr:`y_val_` order).
+        progress
+            A tqdm bar over the relabellings (default: the machine's ``progress``).
+
+        Returns
+        -------
+        list[torch.Tensor]
+            For each pair, the (d × d) metric that ``ConvRFM(iterations=1)`` with these
+            settings would hold as ``history_[1].M`` after fitting those labels (CPU, float64).
+        """
+        check_is_fitted(self, "alpha_")
+        k_train, k_val = (k.to(self.device_) for k in self._fixed_kernels)
+        eye = torch.eye(self.M_.shape[0], dtype=torch.float64, device=self.device_)
+        out = []
+        show = self.progress if progress is None else progress
+        for y, y_val in tqdm(labels, desc="relabelled AGOPs", disable=not show):
+            y, y_val = y.to(self.device_).long(), y_val.to(self.device_).long()
+            if y.shape != self.y_train_.shape or y_val.shape != self.y_val_.shape:
+                raise ValueError(
+                    f"labels must be ({len(self.y_train_)},) and ({len(self.y_val_)},) like the fitted "
+                    f"machine's, got {tuple(y.shape)} and {tuple(y_val.shape)}"
+                )
+            if int(y.min()) < 0 or int(max(y.max(), y_val.max())) >= self.n_classes_:
+                raise ValueError(f"labels must lie in 0 … {self.n_classes_ - 1}")
+            y1 = torch.nn.functional.one_hot(y, self.n_classes_).to(torch.float64)
+            _, alphas, reg = self._ridge(k_train, k_val, y1, y_val)
+            out.append(self._next_metric(self.X_train_, alphas[reg], eye).cpu())
+        return out
 
     def predict(self, X: torch.Tensor) -> torch.Tensor:
         """Class predictions (N,) with the metric and λ chosen on validation."""
@@ -529,6 +621,293 @@ def dc_free_fraction(filters: torch.Tensor) -> torch.Tensor:
     f = filters.flatten(2)  # (k, C, q²)
     dc = f.mean(-1, keepdim=True).pow(2).sum((1, 2)) * f.shape[-1]
     return 1 - dc / f.pow(2).sum((1, 2)).clamp_min(1e-30)
+
+
+def edge_likeness(M: torch.Tensor, channels: int, q: int, k: int = 3) -> float:
+    """Mean DC-free fraction (:func:`dc_free_fraction`) of the top-``k`` eigenvectors of ``M``.
+
+    Why: the paper shows the top eigenvectors of a learned patch metric as edge detectors;
+    this is that reading as one number, the same for a learned, a shuffled-label and a
+    random metric, so that they can be compared.
+
+    Parameters
+    ----------
+    M
+        A symmetric (d × d) patch metric, d = channels·q·q in ``conv.weight.flatten(1)`` order.
+    channels, q
+        Input channels and patch side.
+    k
+        How many of the largest eigenvectors to average over (1 <= k <= d).
+
+    Returns
+    -------
+    float
+        In [0, 1]: 1 if every top eigenvector sums to zero in every channel. A random
+        direction scores 1 − 1/q² on average.
+    """
+    d = channels * q * q
+    if not isinstance(M, torch.Tensor) or M.shape != (d, d):
+        raise ValueError(
+            f"M must be a ({d}, {d}) tensor for {channels}×{q}×{q} patches, got {getattr(M, 'shape', M)}"
+        )
+    if not 1 <= k <= d:
+        raise ValueError(f"k must be between 1 and {d}, got {k}")
+    filters, _ = top_filters(M.detach().cpu().double(), k, channels, q)
+    return float(dc_free_fraction(filters).mean())
+
+
+def random_metrics(d: int, n_draws: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n_draws`` random (d × d) patch metrics: Wishart A Aᵀ/d, A Gaussian, scaled to trace d.
+
+    Why: the null of "what the learned metric looks like": its eigenvectors are uniformly
+    random directions (any Wishart's are), with no image statistics and no labels in them.
+    Scaled to trace d like ConvRFM's metrics.
+
+    Returns
+    -------
+    torch.Tensor
+        (n_draws, d, d), float64, deterministic under ``generator``; the first k draws are
+        the same whatever ``n_draws``.
+    """
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ValueError(f"d must be a positive int, got {d!r}")
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    # one draw at a time: the first k draws do not depend on n_draws
+    a = torch.stack([torch.randn(d, d, generator=g, dtype=torch.float64) for _ in range(n_draws)])
+    m = a @ a.transpose(1, 2)
+    return m * d / m.diagonal(dim1=1, dim2=2).sum(-1)[:, None, None]
+
+
+def subset_fits(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    X_val: torch.Tensor,
+    y_val: torch.Tensor,
+    *,
+    n: int,
+    n_draws: int,
+    shuffle_labels: bool = False,
+    seed: int = 0,
+    monitor: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = True,
+    **params: Any,
+) -> list[ConvRFM]:
+    """ConvRFMs fitted to ``n_draws`` random ``n``-image subsets of (X, y), paired by seed.
+
+    Why: the shuffled-label null of a ConvRFM (with ``shuffle_labels``, the subset's labels
+    and the validation labels are permuted: the same estimator on data whose labels say
+    nothing about the images), and, with the same ``seed``, the real-label machines on the
+    very same subsets; and the points of a learning curve.
+
+    Draw k uses ``torch.Generator().manual_seed(seed + k)``: first the subset, then (if
+    ``shuffle_labels``) the two permutations (:func:`featlearn.nulls.shuffled_labels`), so a
+    real-label and a shuffled-label call with the same ``seed`` see the same images.
+
+    Parameters
+    ----------
+    X, y, X_val, y_val
+        Training images (N, C, H, W) with labels, and the validation split that chooses λ
+        and the iteration.
+    n
+        Training images per draw (2 <= n <= N).
+    n_draws
+        How many subsets.
+    shuffle_labels
+        Permute the training subset's and the validation labels (independently).
+    seed
+        Seeds the draws as above; machine k gets ``seed=seed + k``.
+    monitor
+        (X_test, y_test) recorded per iteration in each machine's history (never chooses).
+    progress
+        A tqdm bar over the draws (the machines' own bars are off).
+    **params
+        :class:`ConvRFM` settings (q, depth, iterations, regs, n_agop, block_size, device...).
+
+    Returns
+    -------
+    list[ConvRFM]
+        The fitted machines, in draw order.
+    """
+    from featlearn.nulls import shuffled_labels
+
+    ConvRFM._check_xy(X, y)
+    ConvRFM._check_xy(X_val, y_val, "X_val")
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= len(X):
+        raise ValueError(f"n must be an int between 2 and {len(X)} (the training images), got {n!r}")
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
+    models: list[ConvRFM] = []
+    label = "shuffled-label" if shuffle_labels else "real-label"
+    for k in tqdm(range(n_draws), desc=f"{label} ConvRFMs on {n} images", disable=not progress):
+        g = torch.Generator().manual_seed(seed + k)
+        idx = torch.randperm(len(X), generator=g)[:n].to(X.device)
+        ys, yv = y[idx], y_val
+        if shuffle_labels:
+            ys = shuffled_labels(ys, generator=g)
+            yv = shuffled_labels(y_val, generator=g)
+        model = ConvRFM(seed=seed + k, progress=False, **params)
+        models.append(model.fit(X[idx], ys, X_val, yv, monitor=monitor))
+    return models
+
+
+def shuffled_label_metrics(
+    model: ConvRFM, n_draws: int, *, seed: int = 0, progress: bool = True
+) -> list[torch.Tensor]:
+    """The shuffled-label null of a fitted ConvRFM's first learned metric, ``n_draws`` times.
+
+    Why: edge-like or CNN-like eigenvectors are evidence of learning the task only if the
+    same estimator, on the same images with labels that say nothing about them, does not
+    produce them too. Draw k permutes the training and the validation labels with
+    ``torch.Generator().manual_seed(seed + k)`` (:func:`featlearn.nulls.shuffled_labels`)
+    and returns the metric one AGOP iteration learns from them
+    (:meth:`ConvRFM.first_metrics`), to compare with ``model.history_[1].M``.
+
+    Returns
+    -------
+    list[torch.Tensor]
+        ``n_draws`` (d × d) metrics, CPU float64.
+    """
+    from featlearn.nulls import shuffled_labels
+
+    check_is_fitted(model, "alpha_")
+    if isinstance(n_draws, bool) or not isinstance(n_draws, int) or n_draws < 1:
+        raise ValueError(f"n_draws must be a positive int, got {n_draws!r}")
+    labels = []
+    for k in range(n_draws):
+        g = torch.Generator().manual_seed(seed + k)
+        y = shuffled_labels(model.y_train_.cpu(), generator=g)
+        labels.append((y, shuffled_labels(model.y_val_.cpu(), generator=g)))
+    return model.first_metrics(labels, progress=progress)
+
+
+def curve_point(model: ConvRFM, iterations: int | None = None) -> dict[str, Any]:
+    """One learning-curve row from a ConvRFM fitted with a ``monitor`` set.
+
+    Why: the fixed kernel and the learned metric are compared on the same fit: iteration 0
+    is the fixed CNTK (its λ chosen on validation) and the iteration validation chooses is
+    ConvRFM. ``iterations`` truncates a longer fit, choosing among its first
+    ``iterations + 1`` fits by the same rule as :meth:`ConvRFM.fit` (the first best
+    validation accuracy), so that machines fitted with more iterations compare fairly.
+
+    Returns
+    -------
+    dict
+        ``n`` (training images), ``fixed CNTK`` and ``ConvRFM`` (monitor accuracies in
+        [0, 1]), ``gain`` (their difference), ``best iteration``, and ``last metric``: the
+        monitor accuracy of the last iteration read, whether validation chose it or not
+        (what the learned metric itself does).
+    """
+    check_is_fitted(model, "history_")
+    if iterations is not None and (
+        isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 0
+    ):
+        raise ValueError(f"iterations must be an int >= 0 or None, got {iterations!r}")
+    hist = model.history_ if iterations is None else model.history_[: iterations + 1]
+    accs = [h.monitor_accuracy for h in hist if h.monitor_accuracy is not None]
+    if len(accs) != len(hist):
+        raise ValueError("curve_point needs a ConvRFM fitted with monitor=(X_test, y_test)")
+    val = [h.val_accuracy[h.reg] for h in hist]
+    best = max(range(len(hist)), key=lambda i: (val[i], -i))  # the first best, as fit keeps it
+    fixed, learned = float(accs[0]), float(accs[best])
+    return {
+        "n": len(model.X_train_),
+        "fixed CNTK": fixed,
+        "ConvRFM": learned,
+        "gain": learned - fixed,
+        "best iteration": best,
+        "last metric": float(accs[-1]),
+    }
+
+
+def learning_curve(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    X_val: torch.Tensor,
+    y_val: torch.Tensor,
+    monitor: tuple[torch.Tensor, torch.Tensor],
+    sizes: tuple[int, ...] | list[int],
+    *,
+    n_draws: int = 1,
+    seed: int = 0,
+    fitted: tuple[ConvRFM, ...] | list[ConvRFM] = (),
+    progress: bool = True,
+    **params: Any,
+) -> Any:
+    """Test accuracy of the fixed CNTK and of ConvRFM against the number of training images.
+
+    Why: whether learning the patch metric pays off depends on n (the AGOP is estimated
+    from the fitted predictor); a curve says at which n the gain appears, if at all.
+
+    Each size in ``sizes`` gets ``n_draws`` machines on random subsets
+    (:func:`subset_fits`, real labels, the same validation split); machines in ``fitted``
+    (already fitted with the same ``monitor``, e.g. the full-size one) add their own rows,
+    read at the ``iterations`` of ``params`` when given (:func:`curve_point`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per machine (:func:`curve_point`), with a ``draw`` column, sorted by ``n``.
+    """
+    import pandas as pd
+
+    rows = []
+    for n in sizes:
+        for k, model in enumerate(
+            subset_fits(
+                X,
+                y,
+                X_val,
+                y_val,
+                n=n,
+                n_draws=n_draws,
+                seed=seed,
+                monitor=monitor,
+                progress=progress,
+                **params,
+            )
+        ):
+            rows.append({**curve_point(model), "draw": k})
+    rows += [{**curve_point(model, params.get("iterations")), "draw": 0} for model in fitted]
+    if not rows:
+        raise ValueError("learning_curve needs at least one size or one fitted machine")
+    return pd.DataFrame(rows).sort_values(["n", "draw"], kind="stable").reset_index(drop=True)
+
+
+def stand_in_table(panels: Any) -> Any:
+    """A learned metric's scores beside its stand-ins' draws, one row per stand-in.
+
+    Why: the chapter shows each measure of the learned metric next to what shuffled-label
+    machines, random metrics and untrained networks score on it; this is that comparison
+    as a table (the same input as :func:`featlearn.plots.plot_metric_nulls`).
+
+    Parameters
+    ----------
+    panels
+        Measure → (label → a number, or a 1-d sequence of null draws).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by (measure, label), with columns ``mean``, ``q05``, ``q95`` (the 5th and
+        95th percentiles; a single number is its own) and ``n`` (how many values).
+    """
+    import pandas as pd
+
+    rows = {}
+    for measure, entries in panels.items():
+        for label, values in entries.items():
+            v = torch.as_tensor(values, dtype=torch.float64).detach().cpu().flatten()
+            if v.numel() == 0 or not torch.isfinite(v).all():
+                raise ValueError(f"{measure} / {label}: need finite values, got {v.tolist()}")
+            rows[(measure, label)] = {
+                "mean": float(v.mean()),
+                "q05": float(v.quantile(0.05)),
+                "q95": float(v.quantile(0.95)),
+                "n": v.numel(),
+            }
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> float:
