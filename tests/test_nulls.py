@@ -100,3 +100,16 @@ def test_wishart_isotropy_matches_its_closed_form():
     many = isotropy.wishart_isotropy(32, 128, n_draws=10, generator=_gen(1))["corr_identity"]
     assert few.shape == (10,) and float(few.mean()) == pytest.approx(1 / math.sqrt(2), abs=0.05)
     assert float(many.mean()) == pytest.approx(1 / math.sqrt(1.25), abs=0.05)
+
+
+@pytest.mark.parametrize("shape", [(5, 12), (12, 5)])
+def test_gram_powers_and_gram_pearson_match_the_dense_computation(shape):
+    b = torch.randn(*shape, generator=_gen(4), dtype=torch.float64)
+    dense = b.T @ b
+    evals, v = torch.linalg.eigh(dense)
+    for a, p in linalg.gram_powers(b, (1.0, 0.5, 2.0)).items():
+        want = (v * evals.clamp_min(0) ** a) @ v.T
+        assert torch.allclose(p, want, atol=1e-9), a
+    assert torch.allclose(linalg.gram_power(b, 0.5), linalg.matrix_power_psd(dense, 0.5), atol=1e-9)
+    a2 = torch.randn(*shape, generator=_gen(5), dtype=torch.float64)
+    assert linalg.gram_pearson(a2, b) == pytest.approx(linalg.pearson(a2.T @ a2, dense), abs=1e-12)

@@ -138,7 +138,7 @@ def ansatz_table(
         row["corr(C, I)"] = linalg.pearson(c, torch.eye(len(c), dtype=c.dtype, device=c.device))
         if reference is not None:
             w0 = weight_matrix(reference.get_submodule(name)).detach().to(w.device)
-            row["init CNFM vs CNFM"] = _gram_pearson(w0, w)
+            row["init CNFM vs CNFM"] = linalg.gram_pearson(w0, w)
             if centred:
                 delta = centered_ansatz_correlations(w, w0, c, alphas)
                 row.update({f"centred {_alpha_label(a)}": delta[a] for a in alphas})
@@ -535,19 +535,6 @@ def _sandwich(
     c = c.detach().to(device=rs.u.device, dtype=torch.float64)
     core = rs.s[:, None] * (rs.u.T @ c @ rs.u) * rs.s[None, :]
     return _core_correlations(rs, core, alphas, metrics)
-
-
-def _gram_pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Pearson(A^T A, B^T B) of two (k, d) matrices without forming the d × d Grams."""
-    a, b = a.detach().to(torch.float64), b.detach().to(device=a.device, dtype=torch.float64)
-    n = float(a.shape[1]) ** 2
-    ab = float(((a @ b.T) ** 2).sum())
-    aa, bb = float(((a @ a.T) ** 2).sum()), float(((b @ b.T) ** 2).sum())
-    sa, sb = float((a.sum(1) ** 2).sum()), float((b.sum(1) ** 2).sum())
-    va, vb = aa - sa**2 / n, bb - sb**2 / n
-    if va <= 1e-12 * aa or vb <= 1e-12 * bb:
-        raise ValueError("correlation undefined: a matrix has all entries equal (zero norm after centring)")
-    return (ab - sa * sb / n) / math.sqrt(va * vb)
 
 
 def _weight_and_c(w: torch.Tensor | nn.Module, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -152,33 +152,6 @@ def _features(
     return wm, feats
 
 
-def _gram_powers(b: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
-    """(B^T B)^alpha for every alpha from one eigendecomposition on B's smaller side.
-
-    alpha = 1 is B^T B itself (no eigendecomposition needed for it).
-    """
-    out: dict[float, torch.Tensor] = {}
-    rest = [float(a) for a in alphas if float(a) != 1.0]
-    if len(rest) < len(alphas):
-        out[1.0] = b.T @ b
-    if not rest:
-        return out
-    if b.shape[0] >= b.shape[1]:
-        evals, v = torch.linalg.eigh(b.T @ b)
-        lam = evals.clamp_min(0)
-        for a in rest:
-            m = (v * lam**a) @ v.T
-            out[a] = (m + m.T) / 2
-        return out
-    evals, u = torch.linalg.eigh(b @ b.T)  # B^T B = V S^2 V^T with V = B^T U S^-1
-    keep = evals > evals.max().clamp_min(0) * 1e-12
-    bu, lam = b.T @ u[:, keep], evals[keep]
-    for a in rest:
-        m = (bu * lam ** (a - 1)) @ bu.T
-        out[a] = (m + m.T) / 2
-    return out
-
-
 def _check_alphas(alphas: Sequence[float]) -> list[float]:
     out = [float(a) for a in alphas]
     if not out or any(not math.isfinite(a) or a <= 0 for a in out):
@@ -224,7 +197,7 @@ def sandwich_correlations(
             f"X must be ({wm.shape[0]}, {wm.shape[0]}) for a weight with {wm.shape[0]} rows, got {tuple(x.shape)}"
         )
     b = linalg.psd_root(x).T @ wm  # B^T B = W^T X W
-    powers = _gram_powers(b, alphas)
+    powers = linalg.gram_powers(b, alphas)
     return {(f, a): linalg.pearson(feat, powers[a]) for f, feat in feats.items() for a in alphas}
 
 
@@ -302,7 +275,7 @@ def sandwich_draws(
     rows: list[dict[str, Any]] = []
 
     def add(x_name: str, draw: int, b: torch.Tensor) -> None:
-        powers = _gram_powers(b, alphas)
+        powers = linalg.gram_powers(b, alphas)
         for f, feat in feats.items():
             for a in alphas:
                 rows.append(

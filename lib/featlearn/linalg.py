@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 
 import torch
 
 from featlearn._validation import check_square
 
-__all__ = ["matrix_power_psd", "psd_root", "gram_power", "pearson", "cosine_similarity_matrices"]
+__all__ = [
+    "matrix_power_psd",
+    "psd_root",
+    "gram_power",
+    "gram_powers",
+    "gram_pearson",
+    "pearson",
+    "cosine_similarity_matrices",
+]
 
 
 def matrix_power_psd(a: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -106,13 +115,49 @@ def gram_power(b: torch.Tensor, alpha: float) -> torch.Tensor:
 
     Why: sandwich baselines need powers of W^T X W without a d_in x d_in eigendecomposition.
     """
+    return gram_powers(b, (alpha,))[float(alpha)]
+
+
+def gram_powers(b: torch.Tensor, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
+    """(B^T B)^alpha for every alpha from one eigendecomposition on B's smaller side.
+
+    Why: the ansatz compares W^T W with G^alpha for several alpha, and G = B^T B often has
+    a thin factor B; alpha = 1 is B^T B itself (no eigendecomposition needed for it).
+    Negative eigenvalues (rounding) are set to 0.
+    """
+    out: dict[float, torch.Tensor] = {}
+    rest = [float(a) for a in alphas if float(a) != 1.0]
+    if len(rest) < len(alphas):
+        out[1.0] = b.T @ b
+    if not rest:
+        return out
     if b.shape[0] >= b.shape[1]:
-        return matrix_power_psd(b.T @ b, alpha)
-    # B B^T = U S^2 U^T, so B^T B = V S^2 V^T with V = B^T U S^-1 and
-    # (B^T B)^alpha = B^T U S^(2 alpha - 2) U^T B on the nonzero part.
-    evals, u = torch.linalg.eigh(b @ b.T)
+        evals, v = torch.linalg.eigh(b.T @ b)
+        lam = evals.clamp_min(0)
+        for a in rest:
+            m = (v * lam**a) @ v.T
+            out[a] = (m + m.T) / 2
+        return out
+    evals, u = torch.linalg.eigh(b @ b.T)  # B^T B = V S^2 V^T with V = B^T U S^-1
     keep = evals > evals.max().clamp_min(0) * 1e-12
-    u, lam = u[:, keep], evals[keep]
-    bu = b.T @ u
-    out = (bu * lam ** (alpha - 1)) @ bu.T
-    return (out + out.T) / 2
+    bu, lam = b.T @ u[:, keep], evals[keep]
+    for a in rest:
+        m = (bu * lam ** (a - 1)) @ bu.T
+        out[a] = (m + m.T) / 2
+    return out
+
+
+def gram_pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson(A^T A, B^T B) of two (k, d) matrices without forming the d × d Grams.
+
+    Why: comparing two layers' W^T W (d = fan_in, up to 4608) costs O(k² d) this way.
+    """
+    a, b = a.detach().to(torch.float64), b.detach().to(device=a.device, dtype=torch.float64)
+    n = float(a.shape[1]) ** 2
+    ab = float(((a @ b.T) ** 2).sum())
+    aa, bb = float(((a @ a.T) ** 2).sum()), float(((b @ b.T) ** 2).sum())
+    sa, sb = float((a.sum(1) ** 2).sum()), float((b.sum(1) ** 2).sum())
+    va, vb = aa - sa**2 / n, bb - sb**2 / n
+    if va <= 1e-12 * aa or vb <= 1e-12 * bb:
+        raise ValueError("correlation undefined: a matrix has all entries equal (zero norm after centring)")
+    return (ab - sa * sb / n) / math.sqrt(va * vb)
