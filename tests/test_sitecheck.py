@@ -61,7 +61,10 @@ PAGES = {
         "<span class='fl-verdict nomark'>fails</span> and <span class='fl-verdict'>holds</span></p>"
     ),
     # the Scorecard: its table fits 1280 px but not 390 px
-    "scorecard.html": _WIDE_TABLE,
+    # ... and a record's table, whose (older) claim ids are not this build's claims
+    "scorecard.html": _WIDE_TABLE
+    + "<table class='fl-claims fl-rec'><tbody><tr><td>Old. <span class='fl-id'>claim-old</span>"
+    + "</td></tr></tbody></table>",
 }
 
 
@@ -121,6 +124,7 @@ def test_scorecard_tables_must_fit_a_phone_and_list_every_claim(checked):
     assert not any("at 1280 px" in x for x in p), p
     assert any("claim-ghost" in x for x in p), p
     assert not any("c/claim-a " in x for x in p), p
+    assert "the scorecard table lists 1 claims, claims.json has 2" in p, p  # records not counted
 
 
 def test_screenshots_of_every_page_and_the_scorecard_on_a_phone(checked):

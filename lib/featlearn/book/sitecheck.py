@@ -387,11 +387,13 @@ def check_site(root: str | Path = ".", screenshots: str | Path | None = None) ->
 
 def _check_scorecard(tab: Any, claims: list[dict]) -> list[str]:
     # The claim ids (each once): the small id marks (class fl-id) where the tables have
-    # them, else the second cell of each row.
+    # them, else the second cell of each row. The records' tables (fl-rec) list the claims
+    # of older runs and are not this build's.
     shown = sorted(
         set(
             tab.evaluate("""() => {
-        const ids = Array.from(document.querySelectorAll('table .fl-id')).map(e => e.innerText.trim());
+        const ids = Array.from(document.querySelectorAll('table:not(.fl-rec) .fl-id'))
+            .map(e => e.innerText.trim());
         if (ids.length) return ids;
         return Array.from(document.querySelectorAll('table tbody tr'))
             .map(r => Array.from(r.querySelectorAll('td')).map(td => td.innerText.trim()))
