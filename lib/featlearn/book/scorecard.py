@@ -131,9 +131,15 @@ class SeedVerdict:
         return f"`{self.profile}`, {self.n} seeds: {spread}{self.holds}/{self.n} hold{matched}"
 
     def markdown(self) -> str:
-        """The badge (``stale`` for a stale record) and :meth:`describe`."""
+        """The badge and :meth:`describe`; a stale record gives no counts and no verdict.
+
+        Its numbers describe older code, so beside this run's verdict they would read as a
+        result; the Recorded runs section keeps them, marked stale.
+        """
         if self.stale:
-            return f"{badge('stale')} {self.describe()} ({_text(self.stale)}; was: {self.verdict})"
+            return (
+                f"{badge('stale')} `{self.profile}`, {self.n} seeds: {_text(self.stale)}; no current verdict"
+            )
         return f"{badge(self.verdict)} {self.describe()}"
 
 
@@ -202,6 +208,16 @@ def _tally_text(t: Mapping[str, Mapping[str, int]]) -> str:
         + (f", {v['not measured']} not measured" if v.get("not measured") else "")
         for p, v in t.items()
     )
+
+
+def _null_cell(c: Claim) -> str:
+    """The claim's null for a table cell: "null (kind): 0.905; 5–95%: 0.89–0.91; n = 20"."""
+    b = c.baseline
+    if b:
+        return f"null ({b['kind']}): {b['mean']:.3g}; 5–95%: {b['q05']:.3g}–{b['q95']:.3g}; n = {b['n']}"
+    if c.status == "not measured" or isinstance(c.value, bool) or not isinstance(c.value, (int, float)):
+        return ""
+    return "no null: the chapter says why"
 
 
 def _label(chapter: str) -> str:
@@ -329,11 +345,11 @@ def scorecard_markdown(
             facts.append(f"{{doc}}`read the chapter <{ch}>`")
         lines += [f"({_label(ch)})=", f"## {titles.get(ch, ch)}", "", " · ".join(facts) + ".", ""]
         header = ["Verdict", "Claim", "Paper", "Ours", "Rule"]
-        widths = [15, 43, 14, 14, 14]
+        widths = [15, 38, 13, 20, 14]
         with_across = across is not None and any(across.get((c.chapter, c.id)) for c in cs)
         if with_across:
             header.insert(4, "Across seeds")
-            widths = [13, 29, 11, 13, 22, 12]
+            widths = [12, 26, 10, 18, 22, 12]
         elif across is not None and recorded:
             lines += ["No claim of this chapter has been recorded across seeds yet.", ""]
         rows = []
@@ -341,9 +357,8 @@ def scorecard_markdown(
             why = c.reason if c.reason and c.status != "matched by null" else ""
             verdict = badge(c.status) + (f" <small>({_text(why)})</small>" if why else "")
             claim = f"{_text(c.claim)} {_id(c.id)}"
-            ours = _text(c.value)
-            if c.baseline:
-                ours += f"\n\n<small>{_text(c.null_text())}</small>"
+            null = _null_cell(c)
+            ours = _text(c.value) + (f"\n\n<small>{_text(null)}</small>" if null else "")
             row = [verdict, claim, _text(c.paper), ours, _rule(c.rule)]
             if across is not None and with_across:
                 found = across.get((c.chapter, c.id))
