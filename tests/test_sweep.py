@@ -358,7 +358,7 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     assert "**Across recorded seeds** (current records only): `tiny`:" in scorecard
     # the claim's row (a list-table: claim, paper, ours, then across seeds) shows the record's verdict
     row = scorecard[scorecard.index('<span class="fl-id">mean-small</span>') :].splitlines()
-    across = next(line for line in row[1:8] if line.startswith("  - <span class=\"fl-verdict"))
+    across = next(line for line in row[1:8] if line.startswith('  - <span class="fl-verdict'))
     assert across.startswith(f"  - {badge('holds')} `tiny`, 2 seeds: ") and across.endswith(" 2/2 hold"), row
     chapter_page = (out_dir / "stage" / "book" / "fixture.ipynb").read_text()
     assert chapter_page.count("</span> `tiny`, 2 seeds:") == len(loaded.summary())  # after a badge
