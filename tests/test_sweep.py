@@ -237,6 +237,7 @@ def test_local_cluster_sweep_writes_runs_claims_and_summary(swept):
         "key",
     ]
     assert len(df) == 12 and set(df["claim"]) == {"mean-small", "always-fails", "matched"}
+    assert set(df[df.claim == "matched"]["verdict"]) == {"matched by null"}  # as the page says
     assert set(df["params"]) == {'{"n": 8}', '{"n": 16}'}
     assert df.groupby("params")["seed"].nunique().to_dict() == {'{"n": 16}': 2, '{"n": 8}': 2}
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featlearn.book.sweep import SEED_VERDICT_RULE, _atomic_write, seed_verdict, text_hash
+from featlearn.book.sweep import SEED_VERDICT_RULE, _atomic_write, claim_from, seed_verdict, text_hash
 from featlearn.claims import Claim
 
 __all__ = [
@@ -207,11 +207,6 @@ class Record:
         return out
 
 
-def _claim_from(d: Mapping[str, Any]) -> Claim:
-    known = set(Claim.__dataclass_fields__)
-    return Claim(**{k: v for k, v in d.items() if k in known})
-
-
 def load_records(root: str | Path) -> list[Record]:
     """Every record under ``root`` (``<root>/<profile>/<chapter>/provenance.json``), sorted by chapter, profile.
 
@@ -227,7 +222,7 @@ def load_records(root: str | Path) -> list[Record]:
         rows = json.loads((folder / "claims.json").read_text(encoding="utf-8"))
         by_seed: dict[int, list[Claim]] = {int(s): [] for s in prov.get("seeds", [])}
         for row in rows:
-            by_seed.setdefault(int(row["seed"]), []).append(_claim_from(row))
+            by_seed.setdefault(int(row["seed"]), []).append(claim_from(row))
         out.append(
             Record(
                 chapter=str(prov.get("chapter", folder.name)),
@@ -565,7 +560,7 @@ def _claim_of_output(payload: Any) -> Claim | None:
     """The :class:`Claim` an output carries (its claim MIME data, a dict or JSON text), or None."""
     try:
         d = json.loads(payload) if isinstance(payload, str) else payload
-        return _claim_from(d)
+        return claim_from(d)
     except (TypeError, ValueError):
         return None
 

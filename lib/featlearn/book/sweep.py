@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from featlearn.book.notebooks import ParameterError, parse_override
+from featlearn.claims import Claim
 
 __all__ = [
     "SEED_VERDICT_RULE",
@@ -743,12 +744,18 @@ def claims_frame(report: SweepReport) -> Any:
                     "params": p.swept_json(),
                     "claim": c["id"],
                     "value": c.get("value"),
-                    "verdict": "not measured" if holds is None else ("holds" if holds else "fails"),
+                    "verdict": claim_from(c).status,  # as the page shows it, "matched by null" too
                     "holds": holds,
                     "key": p.key,
                 }
             )
     return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def claim_from(d: Mapping[str, Any]) -> Claim:
+    """A :class:`~featlearn.claims.Claim` from its JSON object (unknown keys ignored)."""
+    known = set(Claim.__dataclass_fields__)
+    return Claim(**{k: v for k, v in d.items() if k in known})
 
 
 def _number(v: Any) -> float:
