@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -372,6 +373,26 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     with open(reworded / "book" / "fixture.md", "a") as fh:
         fh.write("\nOne more sentence.\n")
     assert not loaded.staleness(rec.current_state(Book(reworded).chapters(), PINNED_LIB))
+    # a record covers its own profile: adding or editing another one keeps it current...
+    other = tmp_path / "other-profile"
+    shutil.copytree(book, other, ignore=shutil.ignore_patterns("_build", "records"))
+    text = (other / "book" / "fixture.md").read_text()
+    (other / "book" / "fixture.md").write_text(
+        text.replace("    paper:\n      n: 1000\n", "    paper:\n      n: 999\n    full:\n      n: 500\n")
+    )
+    assert (other / "book" / "fixture.md").read_text() != text
+    with_full = rec.current_state(Book(other).chapters(), PINNED_LIB)
+    assert loaded.provenance["chapter_hash_scope"] == "profile" and not loaded.staleness(with_full)
+    # ...while a record made before hashes covered one profile compares the whole front matter
+    legacy = dataclasses.replace(
+        loaded,
+        provenance={
+            **loaded.provenance,
+            "chapter_hash_scope": None,
+            "chapter_hash": current.chapter_hashes["fixture"],
+        },
+    )
+    assert not legacy.staleness(current) and legacy.staleness(with_full).chapter_changed
     edited = tmp_path / "edited"
     shutil.copytree(book, edited, ignore=shutil.ignore_patterns("_build", "records"))
     with open(edited / "book" / "fixture.md", "a") as fh:
@@ -411,6 +432,11 @@ def test_chapter_hash_follows_code_not_prose():
     assert text_hash(code) != text_hash(text)
     profile = text.replace("profiles:\n", "profiles:\n    extra: {}\n", 1)
     assert profile != text and text_hash(profile) != text_hash(text)
+    # with a profile named, only that profile's entry counts
+    assert text_hash(profile, "tiny") == text_hash(text, "tiny") != text_hash(text, "paper")
+    tiny_edit = text.replace("      n: 8\n", "      n: 9\n", 1)
+    assert tiny_edit != text and text_hash(tiny_edit, "tiny") != text_hash(text, "tiny")
+    assert text_hash(tiny_edit, "paper") == text_hash(text, "paper")
 
 
 def test_library_hash_ignores_pipeline_modules_only(tmp_path, monkeypatch):

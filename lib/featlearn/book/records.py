@@ -96,7 +96,12 @@ class Staleness:
 
 @dataclass(frozen=True)
 class CurrentState:
-    """The library hash and each chapter's code hash now, to compare records against."""
+    """The library hash and each chapter's code hash now, to compare records against.
+
+    ``chapter_hashes`` maps a chapter to the hash of its code and every profile, and
+    ``"<chapter>@<profile>"`` to the hash of its code and that one profile
+    (:func:`featlearn.book.sweep.text_hash`).
+    """
 
     library_hash: str
     chapter_hashes: Mapping[str, str]
@@ -111,9 +116,14 @@ def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> C
     from featlearn.book.runner import _library_hash
 
     chs = list(chapters)
+    hashes: dict[str, str] = {}
+    for c in chs:
+        text = c.path.read_text(encoding="utf-8")
+        hashes[c.name] = text_hash(text)
+        hashes.update({f"{c.name}@{p}": text_hash(text, p) for p in c.profiles})
     return CurrentState(
         library_hash=library_hash or _library_hash(),
-        chapter_hashes={c.name: text_hash(c.path.read_text(encoding="utf-8")) for c in chs},
+        chapter_hashes=hashes,
         titles={c.name: c.title for c in chs},
     )
 
@@ -154,9 +164,20 @@ class Record:
             commit=self.commit,
         )
 
+    @property
+    def hash_key(self) -> str:
+        """The :class:`CurrentState` key its chapter hash compares with.
+
+        A record made since hashes cover one profile (``chapter_hash_scope: profile``) is
+        compared with its own profile's hash; an older one with the whole front matter's.
+        """
+        if self.provenance.get("chapter_hash_scope") == "profile":
+            return f"{self.chapter}@{self.profile}"
+        return self.chapter
+
     def staleness(self, current: CurrentState) -> Staleness:
         """:meth:`stale` against a :class:`CurrentState`."""
-        return self.stale(current.library_hash, current.chapter_hashes.get(self.chapter))
+        return self.stale(current.library_hash, current.chapter_hashes.get(self.hash_key))
 
     def summary(self) -> list[dict[str, Any]]:
         """Per claim id (in first-seen order): mean, sd, min, max, n, holds and verdict across seeds.
@@ -283,6 +304,7 @@ def write_record(
         "commit": commit,
         "library_hash": library_hash,
         "chapter_hash": first["chapter_hash"],
+        "chapter_hash_scope": "profile",  # the code and this profile's front matter only
         "parameters": params,
         "machine": _machine(first.get("env", {})),
         "runs": [

@@ -183,11 +183,14 @@ def parse_grid(items: Sequence[str] | None) -> dict[str, list[Any]]:
     return grid
 
 
-def text_hash(text: str) -> str:
+def text_hash(text: str, profile: str | None = None) -> str:
     """sha256 of a chapter's code: what it computes, so that editing its prose keeps its records current.
 
-    The hash covers the code cells (source and tags) and the ``featlearn`` front matter
-    (profiles); Markdown cells are left out. A text that jupytext cannot read is hashed whole.
+    The hash covers the code cells (source and tags) and the ``featlearn`` front matter;
+    Markdown cells are left out. With ``profile``, only that profile's entry of
+    ``featlearn.profiles`` counts (adding or editing another profile, e.g. ``full``, keeps a
+    ``fast`` record current); without it, every profile counts. A text that jupytext cannot
+    read is hashed whole.
     """
     import jupytext
 
@@ -196,14 +199,18 @@ def text_hash(text: str) -> str:
     except Exception:  # not a chapter: hash the text itself
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
     code = [[c.source, sorted(c.metadata.get("tags", []))] for c in nb.cells if c.cell_type == "code"]
-    blob = json.dumps([code, nb.metadata.get("featlearn", {})], sort_keys=True, default=str)
+    meta = dict(nb.metadata.get("featlearn", {}))
+    if profile is not None:
+        profiles = meta.pop("profiles", {}) or {}
+        meta["profile"] = [profile, profiles.get(profile)]
+    blob = json.dumps([code, meta], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def point_key(chapter_text: str, params: Mapping[str, Any], profile: str, library_hash: str) -> str:
     """The identity of one grid point: sha256 of (chapter code, resolved parameters, profile, library)."""
     blob = json.dumps(
-        [text_hash(chapter_text), dict(params), profile, library_hash], sort_keys=True, default=str
+        [text_hash(chapter_text, profile), dict(params), profile, library_hash], sort_keys=True, default=str
     )
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -289,7 +296,7 @@ def plan_points(
                 p = Point(
                     chapter=ch.name,
                     chapter_path=str(ch.path.resolve()),
-                    chapter_hash=text_hash(text),
+                    chapter_hash=text_hash(text, profile),
                     profile=profile,
                     seed=int(seed),
                     swept=swept,
@@ -426,7 +433,7 @@ def _run_point(spec: dict[str, Any]) -> dict[str, Any]:
     path = Path(spec["chapter_path"])
     if not path.exists():
         return {"ok": False, "error": f"the worker cannot see the chapter at {path} (no shared file system?)"}
-    if text_hash(path.read_text(encoding="utf-8")) != spec["chapter_hash"]:
+    if text_hash(path.read_text(encoding="utf-8"), spec["profile"]) != spec["chapter_hash"]:
         return {"ok": False, "error": f"{path} changed after the sweep was planned; rerun the sweep"}
     chapter = read_chapter(path)
     base = {"host": socket.gethostname(), "worker": str(worker_name), "threads": spec["threads"]}
@@ -657,6 +664,7 @@ def run_points(
             spec = {
                 "chapter_path": p.chapter_path,
                 "chapter_hash": p.chapter_hash,
+                "profile": p.profile,
                 "params": p.params,
                 "notebook_name": p.notebook_name,
                 "threads": int(threads_per_worker),
