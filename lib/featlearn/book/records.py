@@ -507,7 +507,7 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
             claim = f'{_cell(s["claim"])} <span class="fl-id">{_cell(s["id"])}</span>'
             rows.append([claim, text, verdict])
         header = ["Claim", "Across seeds", "Verdict"]
-        lines += [facts, "", list_table(header, rows, "fl-claims fl-rec", [52, 30, 18]), ""]
+        lines += [facts, "", list_table(header, rows, "fl-claims fl-rec", [48, 30, 22]), ""]
     return "\n".join(lines)
 
 
