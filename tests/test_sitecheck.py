@@ -185,3 +185,53 @@ def test_mathjax_extension_copies_only_what_mathjax_needs(tmp_path, monkeypatch)
     assert size < 4_000_000, f"{size} bytes of MathJax copied; keep the site small"
     monkeypatch.setenv("FEATLEARN_MATHJAX", str(tmp_path / "mathjax"))
     assert mo.find_mathjax() == tmp_path / "mathjax"  # a copy is a complete MathJax for the extension
+
+
+@needs_chromium
+@pytest.mark.parametrize("verdict", ["matched by null", "not measured", "unstable"])
+def test_a_record_table_fits_the_column_with_the_books_own_css(tmp_path, verdict):
+    """A record's table, rendered as the build renders it (MyST list-table, the themes' CSS and
+    ``_static/featlearn.css``), fits the 688 px column at 1280 px and is cards at 390 px, even
+    with the widest verdict badge in every row (CI once failed on 'matched by null', 701 px)."""
+    from docutils.core import publish_parts
+    from myst_parser.parsers.docutils_ import Parser
+
+    from featlearn.book import records
+    from featlearn.book.scorecard import badge
+    from featlearn.book.sitecheck import check_pages
+
+    pst = pytest.importorskip("pydata_sphinx_theme")
+    sbt = pytest.importorskip("sphinx_book_theme")
+    css = [
+        Path(pst.__file__).parent / "theme/pydata_sphinx_theme/static/styles/pydata-sphinx-theme.css",
+        Path(sbt.__file__).parent / "theme/sphinx_book_theme/static/styles/sphinx-book-theme.css",
+        ROOT / "_static" / "featlearn.css",
+    ]
+    for i, f in enumerate(css):
+        shutil.copy(f, tmp_path / f"{i}.css")
+    rows = [
+        [
+            f"In a vgg CNN trained on fashion_mnist, corr(WᵀW, G^½) exceeds 0.9. "
+            f'<span class="fl-id">trained-fashion-mnist-resnet-a05-{i}</span>',
+            "`fast`, 5 seeds: 0.9275 ± 0.01234 (0.9101 to 0.9432), 0/5 hold (5 matched by null)",
+            badge(verdict),
+        ]
+        for i in range(3)
+    ]
+    md = records.list_table(
+        ["Claim", "Across seeds", "Verdict"], rows, "fl-claims fl-rec", records.RECORD_WIDTHS
+    )
+    table = publish_parts(md, parser=Parser(), writer_name="html5", settings_overrides={"raw_enabled": True})[
+        "body"
+    ]
+    table = table.replace('<table class="fl-claims fl-rec">', '<table class="fl-claims fl-rec table">')
+    assert 'class="fl-verdict' in table  # the badge survived as HTML
+    links = "".join(f"<link rel='stylesheet' href='{i}.css'>" for i in range(len(css)))
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'>{links}</head><body><main>"
+        "<article class='bd-article' style='max-width: 688px; margin: 0 auto'><section><h1>Records</h1>"
+        f"<div class='pst-scrollable-table-container'>{table}</div></section></article></main></body></html>"
+    )
+    (tmp_path / "records.html").write_text(page, encoding="utf-8")
+    (problems,) = [r.problems for r in check_pages(tmp_path, ["records.html"], scorecard="records.html")]
+    assert not [p for p in problems if "overflow" in p or "scrolls" in p or "sticks out" in p], problems

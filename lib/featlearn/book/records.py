@@ -65,6 +65,11 @@ _MARK = {
 }
 
 
+#: Column widths (%) of a record's table: claim, across seeds, verdict. The verdict column
+#: holds a "matched by null" badge at 1280 px (tests/test_sitecheck.py checks it).
+RECORD_WIDTHS = (48, 30, 22)
+
+
 class RecordWarning(UserWarning):
     """Something about a record worth knowing (e.g. a large notebook)."""
 
@@ -507,7 +512,7 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
             claim = f'{_cell(s["claim"])} <span class="fl-id">{_cell(s["id"])}</span>'
             rows.append([claim, text, verdict])
         header = ["Claim", "Across seeds", "Verdict"]
-        lines += [facts, "", list_table(header, rows, "fl-claims fl-rec", [48, 30, 22]), ""]
+        lines += [facts, "", list_table(header, rows, "fl-claims fl-rec", RECORD_WIDTHS), ""]
     return "\n".join(lines)
 
 
