@@ -363,9 +363,19 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     across = next(line for line in row[1:8] if line.startswith('  - <span class="fl-verdict'))
     assert across.startswith(f"  - {badge('holds')} `tiny`, 2 seeds: ") and across.endswith(" 2/2 hold"), row
     chapter_page = (out_dir / "stage" / "book" / "fixture.ipynb").read_text()
-    assert chapter_page.count("</span> `tiny`, 2 seeds:") == len(loaded.summary())  # after a badge
+    # after a badge: once in each claim box, once in the "across profiles" table below
+    assert chapter_page.count("</span> `tiny`, 2 seeds:") == 2 * len(loaded.summary())
     assert chapter_page.count("Across seeds: <span class=") == len(loaded.summary())
     assert "book/records/tiny-fixture" in (out_dir / "stage" / "_toc.yml").read_text()
+    # the chapter's "across profiles" cell: its claims per recorded profile, and what is not recorded
+    staged = json.loads(chapter_page)
+    (section,) = [c for c in staged["cells"] if "class: fl-claims fl-prof" in "".join(c["source"])]
+    text = "".join(section["source"])
+    assert rec.RECORDS_PLACEHOLDER not in chapter_page
+    assert "{doc}`tiny <records/tiny-fixture>`" in text and "* - Claim\n  - `tiny`" in text
+    assert text.count('<span class="fl-id">') == len(loaded.summary())
+    assert f"{badge('holds')} `tiny`, 2 seeds:" in text
+    assert "No `fast` record yet: `featlearn record fixture --profile fast --seeds 0-4`" in text
 
     # prose edits keep the record current; a code edit makes it stale, naming the commit
     reworded = tmp_path / "reworded"

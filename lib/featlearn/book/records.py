@@ -48,6 +48,9 @@ __all__ = [
     "stage_record_pages",
     "add_toc_entries",
     "annotate_claims",
+    "fill_record_sections",
+    "profiles_markdown",
+    "RECORDS_PLACEHOLDER",
 ]
 
 #: Where records live, relative to the book's root.
@@ -580,6 +583,84 @@ def annotate_claims(nb: Any, chapter: str, verdicts: Mapping[tuple[str, str], Se
         for cell in nb.cells:
             if "outputs" in cell:
                 cell["outputs"] = [o for o in cell["outputs"] if id(o) not in drop]
+    return nb
+
+
+#: A chapter's Markdown cell that holds only this line is replaced, when the build stages the
+#: chapter, by the chapter's claims across its recorded profiles (:func:`profiles_markdown`).
+#: Markdown cells are not part of a chapter's hash, so adding it keeps records current.
+RECORDS_PLACEHOLDER = "<!-- featlearn: recorded profiles -->"
+
+#: The order profiles are shown in; others follow alphabetically.
+_PROFILE_ORDER = ("fast", "full", "paper")
+
+
+def profiles_markdown(
+    chapter: str,
+    records: Sequence[Record],
+    verdicts: Mapping[tuple[str, str], Sequence[Any]],
+    defined: Sequence[str] = (),
+) -> str:
+    """One table of a chapter's claims across its recorded profiles, for its "At the `full` profile" section.
+
+    A row per claim any record of ``chapter`` covers, a column per recorded profile: the
+    across-seed badge, mean ± sd and how many seeds hold (``verdicts`` is
+    :func:`featlearn.book.scorecard.seed_verdicts`' output; a stale record shows no verdict).
+    Each profile links to its record's page. A profile in ``defined`` (the chapter's own
+    profiles) without a record is named, with the command that records it.
+    """
+    recs = [r for r in records if r.chapter == chapter]
+    rank = {p: i for i, p in enumerate(_PROFILE_ORDER)}
+    profiles = sorted({r.profile for r in recs}, key=lambda p: (rank.get(p, len(rank)), p))
+    lines: list[str] = []
+    if recs:
+        links = ", ".join(f"{{doc}}`{r.profile} <{page_name(r)}>`" for r in recs)
+        lines += [
+            "Each column is one profile's record of this chapter over several seeds. "
+            f"{SEED_VERDICT_RULE} The executed notebooks, with their figures: {links}.",
+            "",
+        ]
+        order: dict[str, str] = {}
+        for r in recs:
+            for s in r.summary():
+                order.setdefault(s["id"], s["claim"])
+        rows = []
+        for cid, text in order.items():
+            found = {sv.profile: sv for sv in verdicts.get((chapter, cid), [])}
+            row = [f'{_cell(text)} <span class="fl-id">{_cell(cid)}</span>']
+            row += [found[p].markdown() if p in found else "not in this record" for p in profiles]
+            rows.append(row)
+        first = 100 - 22 * len(profiles) if len(profiles) <= 2 else 34
+        rest = (100 - first) // max(1, len(profiles))
+        widths = [first] + [rest] * len(profiles)
+        header = ["Claim"] + [f"`{p}`" for p in profiles]
+        lines += [list_table(header, rows, "fl-claims fl-prof", widths), ""]
+    missing = [p for p in _PROFILE_ORDER if p in defined and p not in profiles and p != "paper"]
+    for p in missing:
+        n = "0-2" if p == "full" else "0-4"
+        lines += [
+            f"No `{p}` record yet: `featlearn record {chapter} --profile {p} --seeds {n}` makes one.",
+            "",
+        ]
+    if not lines:
+        lines = ["This chapter has not been recorded yet.", ""]
+    return "\n".join(lines)
+
+
+def fill_record_sections(
+    nb: Any,
+    chapter: str,
+    records: Sequence[Record],
+    verdicts: Mapping[tuple[str, str], Sequence[Any]],
+    defined: Sequence[str] = (),
+) -> Any:
+    """Replace each Markdown cell that is :data:`RECORDS_PLACEHOLDER` by :func:`profiles_markdown`.
+
+    Called at staging time on a copy of the executed notebook; returns ``nb``.
+    """
+    for cell in nb.cells:
+        if cell.get("cell_type") == "markdown" and cell.get("source", "").strip() == RECORDS_PLACEHOLDER:
+            cell["source"] = profiles_markdown(chapter, records, verdicts, defined)
     return nb
 
 

@@ -762,7 +762,17 @@ def _build_locked(
             tqdm.write(f"{ch.name}: unchanged since its last run, reusing it")
         gathered += _claims.claims_from_notebook(nb)
         nbformat.write(
-            _stage_notebook(_records.annotate_claims(copy.deepcopy(nb), ch.name, across), ch, info),
+            _stage_notebook(
+                _records.fill_record_sections(
+                    _records.annotate_claims(copy.deepcopy(nb), ch.name, across),
+                    ch.name,
+                    recs,
+                    across,
+                    list(ch.profiles),
+                ),
+                ch,
+                info,
+            ),
             stage / ch.path.relative_to(book.root).with_suffix(".ipynb"),
         )
 
