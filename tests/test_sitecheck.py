@@ -188,11 +188,16 @@ def test_mathjax_extension_copies_only_what_mathjax_needs(tmp_path, monkeypatch)
 
 
 @needs_chromium
-@pytest.mark.parametrize("verdict", ["matched by null", "not measured", "unstable"])
-def test_a_record_table_fits_the_column_with_the_books_own_css(tmp_path, verdict):
+@pytest.mark.parametrize(
+    "verdict, table",
+    [(v, "fl-rec") for v in ("matched by null", "not measured", "unstable")]
+    + [("matched by null", f"fl-prof-{n}") for n in (1, 2, 3)],
+)
+def test_a_record_table_fits_the_column_with_the_books_own_css(tmp_path, verdict, table):
     """A record's table, rendered as the build renders it (MyST list-table, the themes' CSS and
-    ``_static/featlearn.css``), fits the 688 px column at 1280 px and is cards at 390 px, even
-    with the widest verdict badge in every row (CI once failed on 'matched by null', 701 px)."""
+    ``_static/featlearn.css``), fits the 688 px column at 1280 px, even with the widest verdict
+    badge in every row (CI once failed on 'matched by null', 701 px): the Scorecard's recorded
+    runs (``fl-rec``) and a chapter's claims across 1, 2 or 3 recorded profiles (``fl-prof``)."""
     from docutils.core import publish_parts
     from myst_parser.parsers.docutils_ import Parser
 
@@ -209,28 +214,29 @@ def test_a_record_table_fits_the_column_with_the_books_own_css(tmp_path, verdict
     ]
     for i, f in enumerate(css):
         shutil.copy(f, tmp_path / f"{i}.css")
-    rows = [
-        [
-            f"In a vgg CNN trained on fashion_mnist, corr(WᵀW, G^½) exceeds 0.9. "
-            f'<span class="fl-id">trained-fashion-mnist-resnet-a05-{i}</span>',
-            "`fast`, 5 seeds: 0.9275 ± 0.01234 (0.9101 to 0.9432), 0/5 hold (5 matched by null)",
-            badge(verdict),
+    claim = "In a vgg CNN trained on fashion_mnist, corr(WᵀW, G^½) exceeds 0.9. "
+    seeds = "`fast`, 5 seeds: 0.9275 ± 0.01234 (0.9101 to 0.9432), 0/5 hold (5 matched by null)"
+    if table == "fl-rec":  # the Scorecard's recorded runs: claim, across seeds, verdict
+        rows = [[f'{claim}<span class="fl-id">claim-id-{i}</span>', seeds, badge(verdict)] for i in range(3)]
+        header = ["Claim", "Across seeds", "Verdict"]
+        md = records.list_table(header, rows, "fl-claims fl-rec", records.RECORD_WIDTHS)
+    else:  # a chapter's claims across n recorded profiles: a badge then the numbers, per profile
+        n = int(table.rsplit("-", 1)[1])
+        rows = [
+            [f'{claim}<span class="fl-id">claim-id-{i}</span>'] + [f"{badge(verdict)} {seeds}"] * n
+            for i in range(3)
         ]
-        for i in range(3)
-    ]
-    md = records.list_table(
-        ["Claim", "Across seeds", "Verdict"], rows, "fl-claims fl-rec", records.RECORD_WIDTHS
-    )
-    table = publish_parts(md, parser=Parser(), writer_name="html5", settings_overrides={"raw_enabled": True})[
-        "body"
-    ]
-    table = table.replace('<table class="fl-claims fl-rec">', '<table class="fl-claims fl-rec table">')
-    assert 'class="fl-verdict' in table  # the badge survived as HTML
+        header = ["Claim"] + [f"`p{k}`" for k in range(n)]
+        md = records.list_table(header, rows, "fl-claims fl-prof", records.profile_widths(n))
+    settings = {"raw_enabled": True}
+    html = publish_parts(md, parser=Parser(), writer_name="html5", settings_overrides=settings)["body"]
+    html = html.replace('<table class="fl-claims', '<table class="table fl-claims')
+    assert 'class="fl-verdict' in html and "table fl-claims" in html  # badges survived as HTML
     links = "".join(f"<link rel='stylesheet' href='{i}.css'>" for i in range(len(css)))
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'>{links}</head><body><main>"
         "<article class='bd-article' style='max-width: 688px; margin: 0 auto'><section><h1>Records</h1>"
-        f"<div class='pst-scrollable-table-container'>{table}</div></section></article></main></body></html>"
+        f"<div class='pst-scrollable-table-container'>{html}</div></section></article></main></body></html>"
     )
     (tmp_path / "records.html").write_text(page, encoding="utf-8")
     (problems,) = [r.problems for r in check_pages(tmp_path, ["records.html"], scorecard="records.html")]

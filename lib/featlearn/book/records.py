@@ -50,6 +50,7 @@ __all__ = [
     "annotate_claims",
     "fill_record_sections",
     "profiles_markdown",
+    "profile_widths",
     "RECORDS_PLACEHOLDER",
 ]
 
@@ -595,6 +596,16 @@ RECORDS_PLACEHOLDER = "<!-- featlearn: recorded profiles -->"
 _PROFILE_ORDER = ("fast", "full", "paper")
 
 
+def profile_widths(n: int) -> list[int]:
+    """Column widths (%) of :func:`profiles_markdown`'s table: the claim, then ``n`` profiles.
+
+    A profile's column (22%, or a third of 66% from three profiles on) holds a wrapped
+    "matched by null" badge and a line of numbers at 1280 px (tests/test_sitecheck.py).
+    """
+    first = 100 - 22 * n if n <= 2 else 34
+    return [first] + [(100 - first) // max(1, n)] * n
+
+
 def profiles_markdown(
     chapter: str,
     records: Sequence[Record],
@@ -630,11 +641,8 @@ def profiles_markdown(
             row = [f'{_cell(text)} <span class="fl-id">{_cell(cid)}</span>']
             row += [found[p].markdown() if p in found else "not in this record" for p in profiles]
             rows.append(row)
-        first = 100 - 22 * len(profiles) if len(profiles) <= 2 else 34
-        rest = (100 - first) // max(1, len(profiles))
-        widths = [first] + [rest] * len(profiles)
         header = ["Claim"] + [f"`{p}`" for p in profiles]
-        lines += [list_table(header, rows, "fl-claims fl-prof", widths), ""]
+        lines += [list_table(header, rows, "fl-claims fl-prof", profile_widths(len(profiles))), ""]
     missing = [p for p in _PROFILE_ORDER if p in defined and p not in profiles and p != "paper"]
     for p in missing:
         n = "0-2" if p == "full" else "0-4"
