@@ -393,6 +393,9 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     assert (other / "book" / "fixture.md").read_text() != text
     with_full = rec.current_state(Book(other).chapters(), PINNED_LIB)
     assert loaded.provenance["chapter_hash_scope"] == "profile" and not loaded.staleness(with_full)
+    assert loaded.provenance["library_hash_scope"] == "imports"
+    assert {"claims.py", "book/page.py"} <= set(loaded.provenance["library_modules"])
+    assert "rfm.py" not in loaded.provenance["library_modules"]  # the fixture never imports it
     # ...while a record made before hashes covered one profile compares the whole front matter
     legacy = dataclasses.replace(
         loaded,
@@ -469,3 +472,40 @@ def test_library_hash_ignores_pipeline_modules_only(tmp_path, monkeypatch):
         (pkg / changed).write_text("# edited\n", encoding="utf-8")
         assert library_hash() != before
         before = library_hash()
+
+
+def test_a_chapter_library_hash_covers_what_it_imports_transitively(tmp_path):
+    """A record goes stale when a module its chapter imports (or those import, lazily or relatively)
+    changes, and stays current when any other science module does."""
+    import featlearn
+
+    pkg = tmp_path / "featlearn"
+    shutil.copytree(featlearn.__path__[0], pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    chapter = (
+        "```{code-cell} ipython3\nimport numpy as np\nfrom featlearn import nlgp\n%matplotlib inline\n```\n"
+    )
+    mods = runner.chapter_modules(chapter, pkg)
+    assert {"nlgp.py", "__init__.py", "book/page.py", "book/notebooks.py"} <= set(mods)
+    assert "rfm.py" not in mods and "kernels.py" not in mods and "book/records.py" not in mods
+    direct = runner._featlearn_imports((pkg / "nlgp.py").read_text(), "featlearn")
+    assert direct and {
+        f"{m.split('.')[1]}.py" for m in direct if (pkg / f"{m.split('.')[-1]}.py").is_file()
+    } <= set(mods)
+
+    def h() -> str:
+        return REAL_LIBRARY_HASH(chapter=chapter, root=pkg)
+
+    before = h()
+    (pkg / "rfm.py").write_text("# edited, never imported by this chapter\n", encoding="utf-8")
+    assert h() == before and REAL_LIBRARY_HASH(root=pkg) != REAL_LIBRARY_HASH()
+    (pkg / "book" / "sitecheck.py").write_text("# edited renderer\n", encoding="utf-8")
+    assert h() == before
+    with open(pkg / "nlgp.py", "a") as fh:  # a lazy import, and a relative one, join the closure
+        fh.write("\n\ndef _lazy():\n    from featlearn import kernels\n    from . import rfm\n")
+    after = h()
+    assert after != before and {"kernels.py", "rfm.py"} <= set(runner.chapter_modules(chapter, pkg))
+    (pkg / "kernels.py").write_text("# edited\n", encoding="utf-8")
+    assert h() != after
+    after = h()
+    (pkg / "book" / "page.py").write_text("# edited\n", encoding="utf-8")
+    assert h() != after  # every chapter depends on page

@@ -115,6 +115,8 @@ class CurrentState:
     library_hash: str
     chapter_hashes: Mapping[str, str]
     titles: Mapping[str, str] = field(default_factory=dict)
+    #: Per chapter, the hash of only the library modules it imports (``runner.chapter_modules``).
+    chapter_library_hashes: Mapping[str, str] = field(default_factory=dict)
 
 
 def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> CurrentState:
@@ -126,14 +128,17 @@ def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> C
 
     chs = list(chapters)
     hashes: dict[str, str] = {}
+    libs: dict[str, str] = {}
     for c in chs:
         text = c.path.read_text(encoding="utf-8")
         hashes[c.name] = text_hash(text)
         hashes.update({f"{c.name}@{p}": text_hash(text, p) for p in c.profiles})
+        libs[c.name] = library_hash or _library_hash(chapter=text)
     return CurrentState(
         library_hash=library_hash or _library_hash(),
         chapter_hashes=hashes,
         titles={c.name: c.title for c in chs},
+        chapter_library_hashes=libs,
     )
 
 
@@ -185,8 +190,16 @@ class Record:
         return self.chapter
 
     def staleness(self, current: CurrentState) -> Staleness:
-        """:meth:`stale` against a :class:`CurrentState`."""
-        return self.stale(current.library_hash, current.chapter_hashes.get(self.hash_key))
+        """:meth:`stale` against a :class:`CurrentState`.
+
+        A record made since library hashes cover a chapter's imports only
+        (``library_hash_scope: imports``) is compared with its chapter's; an older one with
+        the whole library's.
+        """
+        lib = current.library_hash
+        if self.provenance.get("library_hash_scope") == "imports":
+            lib = current.chapter_library_hashes.get(self.chapter, "")
+        return self.stale(lib, current.chapter_hashes.get(self.hash_key))
 
     def summary(self) -> list[dict[str, Any]]:
         """Per claim id (in first-seen order): mean, sd, min, max, n, holds and verdict across seeds.
@@ -301,6 +314,8 @@ def write_record(
     notebook
         The executed notebook of the first seed, copied as ``<chapter>.ipynb``.
     """
+    from featlearn.book.runner import chapter_modules
+
     dest = Path(dest)
     first = results[0]
     rows = [{**c, "seed": r["seed"]} for r in results for c in r.get("claims", [])]
@@ -314,6 +329,8 @@ def write_record(
         "library_hash": library_hash,
         "chapter_hash": first["chapter_hash"],
         "chapter_hash_scope": "profile",  # the code and this profile's front matter only
+        "library_hash_scope": "imports",  # the library modules the chapter imports, transitively
+        "library_modules": chapter_modules(chapter.path.read_text(encoding="utf-8")),
         "parameters": params,
         "machine": _machine(first.get("env", {})),
         "runs": [
@@ -386,8 +403,8 @@ def record(
 
     book = Book(Path(root))
     names = list(chapters) if chapters else [c.name for c in book.chapters()]
-    lib = _library_hash()
-    plans = {n: plan_points(book, n, [profile], list(seeds), {}, library_hash=lib) for n in names}
+    libs = {n: _library_hash(chapter=book.chapter(n).path.read_text(encoding="utf-8")) for n in names}
+    plans = {n: plan_points(book, n, [profile], list(seeds), {}, library_hash=libs[n]) for n in names}
     work = Path(work_dir) if work_dir else book.root / "_build" / "sweeps" / f"record-{profile}"
     dest_root = Path(records_dir) if records_dir else book.root / RECORDS_DIR
     commit = git_commit(book.root)
@@ -407,7 +424,7 @@ def record(
                 results,
                 report.out_dir / results[0]["notebook"],
                 commit=results[0].get("commit", commit),
-                library_hash=lib,
+                library_hash=libs[name],
             )
         )
     return RecordReport(written=written, failed=failed, sweep=report)

@@ -148,19 +148,113 @@ _PIPELINE_ONLY = frozenset(
 )
 
 
-def _library_hash(*, with_runner: bool = False) -> str:
+#: Modules every chapter's results depend on whatever it imports: the package itself,
+#: ``page`` (seeding, threads, value checks) and ``notebooks`` (parameter resolution).
+_ALWAYS = ("__init__.py", "book/__init__.py", "book/page.py", "book/notebooks.py")
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    """``featlearn.a.b`` -> ``<root>/a/b.py`` or ``<root>/a/b/__init__.py``; None if neither exists."""
+    parts = dotted.split(".")[1:]
+    base = root.joinpath(*parts) if parts else root
+    for cand in (base.with_suffix(".py") if parts else None, base / "__init__.py"):
+        if cand is not None and cand.is_file():
+            return cand
+    return None
+
+
+def _featlearn_imports(source: str, package: str | None = None) -> set[str]:
+    """Dotted ``featlearn`` modules (or candidates) that ``source`` imports anywhere, lazily too.
+
+    ``package`` is the dotted package ``source`` lives in (for relative imports); a chapter's
+    code has none. ``from featlearn import a`` yields ``featlearn`` and ``featlearn.a``:
+    whether ``a`` is a module is decided by :func:`_module_file`.
+    """
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # a chapter cell with IPython magics or shell escapes
+        lines = [ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        tree = ast.parse("\n".join(lines))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "featlearn"}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # from . import x / from ..y import z, relative to ``package``
+                if package is None:
+                    continue
+                parts = package.split(".")
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if base.split(".")[0] != "featlearn":
+                continue
+            out.add(base)
+            out |= {f"{base}.{a.name}" for a in node.names}
+    return out
+
+
+def chapter_modules(chapter_text: str, root: Path | None = None) -> list[str]:
+    """The library files (relative to the package) a chapter's results can depend on, sorted.
+
+    The modules its code cells import, the modules those import, transitively (imports inside
+    functions count), and :data:`_ALWAYS`; never the pipeline-only ones (:data:`_PIPELINE_ONLY`).
+    """
+    import jupytext
+
+    root = root or Path(__file__).parent.parent
+    try:
+        nb = jupytext.reads(chapter_text, fmt="md:myst")
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    except Exception:  # not a chapter: its text is its code
+        code = chapter_text
+    files: set[Path] = {root / a for a in _ALWAYS if (root / a).is_file()}
+    todo = sorted(_featlearn_imports(code))
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        path = _module_file(root, name)
+        if path is None or (path.parent.name == "book" and path.name in _PIPELINE_ONLY):
+            continue
+        files.add(path)
+        parts = name.split(".")
+        for k in range(1, len(parts)):  # importing a.b.c runs a/__init__ and a/b/__init__
+            parent = _module_file(root, ".".join(parts[:k]))
+            if parent is not None and parent.name == "__init__.py":
+                files.add(parent)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo += sorted(_featlearn_imports(path.read_text(encoding="utf-8"), package))
+    return sorted(p.relative_to(root).as_posix() for p in files)
+
+
+def _library_hash(*, with_runner: bool = False, chapter: str | None = None, root: Path | None = None) -> str:
     """sha256 of the library code that computes results (science modules, ``page``, ``notebooks``).
 
     ``with_runner=True`` hashes this module too: the build's cache of executed chapters uses
     it, so a change to how chapters are executed re-runs them, while a change to how results
-    are rendered or checked (Scorecard, records, site check) does not.
+    are rendered or checked (Scorecard, records, site check) does not. With ``chapter`` (a
+    chapter's text), only the files :func:`chapter_modules` finds count: a record of one
+    chapter stays current when a module it never imports changes. ``root``: the package folder
+    to hash (default: this installed package).
     """
-    root = Path(__file__).parent.parent
+    root = root or Path(__file__).parent.parent
     skip = _PIPELINE_ONLY - {"runner.py"} if with_runner else _PIPELINE_ONLY
+    only = set(chapter_modules(chapter, root)) if chapter is not None else None
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         rel = p.relative_to(root)
         if rel.parts[0] == "book" and rel.name in skip:
+            continue
+        if (
+            only is not None
+            and rel.as_posix() not in only
+            and not (with_runner and rel.as_posix() == "book/runner.py")
+        ):
             continue
         h.update(rel.as_posix().encode())
         h.update(p.read_bytes())

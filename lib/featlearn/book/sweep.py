@@ -284,7 +284,7 @@ def plan_points(
     if "seed" not in ch.parameters:
         raise ParameterError(f"chapter {ch.name!r} has no `seed` parameter, so it cannot be swept over seeds")
     text = ch.path.read_text(encoding="utf-8")
-    lib = library_hash or _library_hash()
+    lib = library_hash or _library_hash(chapter=text)  # only the modules this chapter imports
     keys = list(grid)
     points: list[Point] = []
     seen: dict[str, Point] = {}
