@@ -509,3 +509,28 @@ def test_a_chapter_library_hash_covers_what_it_imports_transitively(tmp_path):
     after = h()
     (pkg / "book" / "page.py").write_text("# edited\n", encoding="utf-8")
     assert h() != after  # every chapter depends on page
+
+
+@pytest.mark.slow
+def test_a_current_record_is_extended_with_new_seeds_only(swept, pinned, tmp_path):
+    """Recording seeds 0-2 over a current record of seeds 0-1 runs seed 2 alone and keeps 0-1."""
+    src, out, _ = swept
+    book = tmp_path / "book"
+    shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", "records"))
+    work = book / "_build" / "sweeps" / "record-tiny"
+    shutil.copytree(out / "points", work / "points")
+    shutil.copytree(out / "runs", work / "runs")
+    first = rec.record(book, ["fixture"], profile="tiny", seeds=[0, 1], progress=False)
+    assert first.sweep.executed == 0 and not first.failed  # the sweep's points, reused
+    (before,) = rec.load_records(book / "records")
+    notebook = before.notebook.read_text()
+    shutil.rmtree(work)  # nothing to reuse: seeds 0 and 1 must come from the record itself
+    again = rec.record(book, ["fixture"], profile="tiny", seeds=[0, 1, 2], progress=False)
+    assert again.sweep.executed == 1 and not again.failed
+    (after,) = rec.load_records(book / "records")
+    assert after.seeds == [0, 1, 2] and [r["seed"] for r in after.provenance["runs"]] == [0, 1, 2]
+    assert after.by_seed[0] == before.by_seed[0] and after.by_seed[1] == before.by_seed[1]
+    assert after.notebook.read_text() == notebook  # still the first seed's notebook
+    assert after.provenance["extended"][0]["seeds"] == [2]
+    assert "--seeds 0,1,2" in after.provenance["command"]
+    assert rec.record(book, ["fixture"], profile="tiny", seeds=[1, 2], progress=False).written == []

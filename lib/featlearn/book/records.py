@@ -300,6 +300,7 @@ def write_record(
     *,
     commit: str,
     library_hash: str,
+    previous: Record | None = None,
 ) -> Path:
     """Write one chapter's record into ``dest`` from its points' saved results, seed by seed.
 
@@ -313,6 +314,9 @@ def write_record(
         The saved point JSONs of :func:`featlearn.book.sweep.run_points`, first seed first.
     notebook
         The executed notebook of the first seed, copied as ``<chapter>.ipynb``.
+    previous
+        A current record of the same chapter and profile to extend: its seeds' claims, runs
+        and notebook are kept, ``results`` (other seeds) are added, and ``extended`` says when.
     """
     from featlearn.book.runner import chapter_modules
 
@@ -352,6 +356,23 @@ def write_record(
         "command": f"featlearn record {chapter.name} --profile {first['profile']} "
         f"--seeds {','.join(str(r['seed']) for r in results)}",
     }
+    if previous is not None:
+        if previous.profile != prov["profile"] or set(previous.seeds) & set(prov["seeds"]):
+            raise ValueError(f"{dest}: a record is extended only with other seeds of its own profile")
+        old_rows = json.loads((previous.path / "claims.json").read_text(encoding="utf-8"))
+        rows = old_rows + rows
+        kept = dict(previous.provenance)
+        new_seeds = prov["seeds"]
+        kept["seeds"] = sorted(kept.get("seeds", []) + new_seeds)
+        kept["runs"] = sorted(kept.get("runs", []) + prov["runs"], key=lambda r: r["seed"])
+        kept["extended"] = kept.get("extended", []) + [
+            {"seeds": new_seeds, "commit": commit, "recorded": prov["recorded"], "machine": prov["machine"]}
+        ]
+        kept["command"] = (
+            f"featlearn record {chapter.name} --profile {prov['profile']} --seeds {','.join(map(str, kept['seeds']))}"
+        )
+        prov = kept
+        notebook = previous.notebook
     text = Path(notebook).read_text(encoding="utf-8")
     _atomic_write(dest / f"{chapter.name}.ipynb", text)
     _atomic_write(dest / "claims.json", json.dumps(rows, indent=2, ensure_ascii=False, default=str) + "\n")
@@ -392,7 +413,8 @@ def record(
     """Record ``chapters`` (None: every chapter) at ``profile`` over ``seeds``.
 
     Every point is checked before anything runs; all chapters' runs share one Dask
-    cluster. The runs themselves go to ``work_dir`` (default
+    cluster. A chapter whose record at ``profile`` is current runs only the seeds it lacks,
+    and its record is extended with them. The runs themselves go to ``work_dir`` (default
     ``<root>/_build/sweeps/record-<profile>``), so a second call resumes; a chapter's
     record is (re)written in ``records_dir`` (default ``<root>/records``) once all its
     seeds have finished. Other keyword arguments go to
@@ -404,14 +426,26 @@ def record(
     book = Book(Path(root))
     names = list(chapters) if chapters else [c.name for c in book.chapters()]
     libs = {n: _library_hash(chapter=book.chapter(n).path.read_text(encoding="utf-8")) for n in names}
-    plans = {n: plan_points(book, n, [profile], list(seeds), {}, library_hash=libs[n]) for n in names}
-    work = Path(work_dir) if work_dir else book.root / "_build" / "sweeps" / f"record-{profile}"
     dest_root = Path(records_dir) if records_dir else book.root / RECORDS_DIR
+    # a current record of the same chapter and profile keeps its seeds: only new ones run
+    now = current_state([book.chapter(n) for n in names])
+    kept = {
+        r.chapter: r
+        for r in load_records(dest_root)
+        if r.chapter in names and r.profile == profile and not r.staleness(now)
+    }
+    plans = {}
+    for n in names:
+        todo = [s for s in seeds if n not in kept or s not in kept[n].by_seed]
+        plans[n] = plan_points(book, n, [profile], todo, {}, library_hash=libs[n]) if todo else []
+    work = Path(work_dir) if work_dir else book.root / "_build" / "sweeps" / f"record-{profile}"
     commit = git_commit(book.root)
     report = run_points([p for ps in plans.values() for p in ps], work, commit=commit, **run)
     write_outputs(report)
     written, failed = [], {}
     for name, pts in plans.items():
+        if not pts:  # every seed asked for is in the current record already
+            continue
         missing = [p for p in pts if p.key not in report.results]
         if missing:
             failed[name] = [report.failures.get(p.key, f"{p.label()} did not finish") for p in missing]
@@ -425,6 +459,7 @@ def record(
                 report.out_dir / results[0]["notebook"],
                 commit=results[0].get("commit", commit),
                 library_hash=libs[name],
+                previous=kept.get(name),
             )
         )
     return RecordReport(written=written, failed=failed, sweep=report)
