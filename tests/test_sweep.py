@@ -534,3 +534,30 @@ def test_a_current_record_is_extended_with_new_seeds_only(swept, pinned, tmp_pat
     assert after.provenance["extended"][0]["seeds"] == [2]
     assert "--seeds 0,1,2" in after.provenance["command"]
     assert rec.record(book, ["fixture"], profile="tiny", seeds=[1, 2], progress=False).written == []
+
+
+@pytest.mark.slow
+def test_the_build_judges_a_record_by_its_own_chapters_modules(swept, tmp_path, monkeypatch):
+    """With real hashes (none pinned): a record made with its chapter's module hash is current in
+    the build (which once compared it with the whole library's hash, and called it stale)."""
+    src, out, report = swept
+    monkeypatch.setattr(runner, "_library_hash", REAL_LIBRARY_HASH)  # `swept` pins it
+    book = tmp_path / "book"
+    shutil.copytree(src, book, ignore=shutil.ignore_patterns("_build", "records"))
+    chapter = Book(book).chapter("fixture")
+    results = [
+        report.results[p.key] for p in report.points if p.swept == {"n": 8}
+    ]  # seeds 0 and 1 of the module's sweep
+    rec.write_record(
+        book / "records" / "tiny" / "fixture",
+        chapter,
+        results,
+        out / results[0]["notebook"],
+        commit="abc1234",
+        library_hash=REAL_LIBRARY_HASH(chapter=chapter.path.read_text(encoding="utf-8")),
+    )
+    (loaded,) = rec.load_records(book / "records")
+    assert not loaded.staleness(rec.current_state(Book(book).chapters()))
+    out_dir = runner.build(book, profile="tiny", progress=False, html=False)
+    scorecard = (out_dir / "stage" / "book" / "scorecard.md").read_text()
+    assert "`tiny`, 2 seeds:" in scorecard and "stale (made at" not in scorecard

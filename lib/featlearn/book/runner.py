@@ -805,23 +805,22 @@ def _build_locked(
             shutil.copy(p, dest)
 
     commit = git_commit(book.root)
-    lib = _library_hash(with_runner=True)
     cache = out / "executed"
     cache.mkdir(parents=True, exist_ok=True)
     for leftover in cache.glob(f".*{PARTIAL_SUFFIX}"):  # left by a run killed outright (SIGKILL)
         leftover.unlink(missing_ok=True)
     gathered: list[_claims.Claim] = []
     recs = _records.load_records(book.root / _records.RECORDS_DIR)
-    current = _records.current_state(chapters, _library_hash())
+    current = _records.current_state(chapters)  # per chapter: the modules it imports
     across = _scorecard.seed_verdicts(recs, current)
     bar = tqdm(chapters, desc="chapters", unit="chapter", disable=not progress)
     for ch in bar:
         bar.set_postfix_str(ch.name)
         params = resolved[ch.name]
+        text = ch.path.read_text(encoding="utf-8")
+        lib = _library_hash(with_runner=True, chapter=text)  # a module it never imports: no re-run
         key = hashlib.sha256(
-            json.dumps(
-                [ch.path.read_text(encoding="utf-8"), params, profile, lib], sort_keys=True, default=str
-            ).encode()
+            json.dumps([text, params, profile, lib], sort_keys=True, default=str).encode()
         ).hexdigest()
         cached_nb, cached_info = cache / f"{ch.name}.ipynb", cache / f"{ch.name}.json"
         info = _read_json(cached_info)
