@@ -237,7 +237,7 @@ def test_interrupted_or_incomplete_runs_are_never_reused(fixture_book, monkeypat
 
     # 1. a cached notebook whose last cell never ran (e.g. left by a killed older build)
     nb = nbformat.read(cache / "fixture.ipynb", as_version=4)
-    nb.cells[-1].execution_count = None
+    [c for c in nb.cells if c.cell_type == "code"][-1].execution_count = None  # the last code cell
     nbformat.write(nb, cache / "fixture.ipynb")
     capsys.readouterr()
     build(fixture_book, "tiny", progress=False, html=False)
