@@ -426,6 +426,7 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     page = (stage / "book" / "records" / "tiny-fixture.ipynb").read_text()
     assert "# Recorded: A fixture chapter" in page and "chapter changed" in page
     assert "application/vnd.featlearn" not in page and "image/png" in page
+    assert "{doc}`introduction <../intro>`" in page  # one folder below its chapter
     (stage / "_toc.yml").write_text((book / "_toc.yml").read_text())
     rec.add_toc_entries(stage / "_toc.yml", entries)
     assert "book/records/tiny-fixture" in (stage / "_toc.yml").read_text()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import re
 import statistics
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -733,6 +734,20 @@ def _claim_of_output(payload: Any) -> Claim | None:
         return None
 
 
+_DOC_TITLED = re.compile(r"\{doc\}`([^`<]*)<(?!/)([^>`]+)>`")
+_DOC_BARE = re.compile(r"\{doc\}`(?!/)([^`<>]+)`")
+
+
+def _links_up(text: str) -> str:
+    """A chapter's relative ``{doc}`` links, rewritten for a page one folder further down.
+
+    A record's page is ``book/records/<profile>-<chapter>``, its chapter ``book/<chapter>``:
+    ``{doc}`CNFA <cnfa>``` becomes ``{doc}`CNFA <../cnfa>```; absolute targets are kept.
+    """
+    text = _DOC_TITLED.sub(lambda m: f"{{doc}}`{m.group(1)}<../{m.group(2)}>`", text)
+    return _DOC_BARE.sub(lambda m: f"{{doc}}`../{m.group(1)}`", text)
+
+
 def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
     """A record's notebook made into a page: title says "recorded", a box says what produced it."""
     import nbformat
@@ -740,6 +755,13 @@ def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
     from featlearn.book.runner import strip_for_site
 
     nb = strip_for_site(nbformat.read(rec.notebook, as_version=4))
+    for cell in nb.cells:  # the page sits one folder below its chapter: relative links move up
+        if cell.cell_type == "markdown":
+            cell.source = _links_up(cell.source)
+        for out in cell.get("outputs", []):
+            md = out.get("data", {}).get("text/markdown")
+            if md is not None:
+                out["data"]["text/markdown"] = _links_up("".join(md) if isinstance(md, list) else md)
     st = rec.staleness(current) if current is not None else None
     runs = rec.provenance.get("runs", [])
     machine = rec.provenance.get("machine", {})
