@@ -229,7 +229,8 @@ def test_seed_verdicts_count_holds_and_mark_stale_records(tmp_path):
     current = records.CurrentState(library_hash="L", chapter_hashes={"alpha": "h"})
     ((sv,),) = sc.seed_verdicts([rec], current).values()
     assert (sv.n, sv.holds, sv.verdict, sv.stale) == (5, 4, "holds", "")
-    assert sv.describe() == "`fast`, 5 seeds: 0.92 ± 0.01581 (0.9 to 0.94), 4/5 hold"
+    assert sv.describe() == "`fast`, 5 seeds: 0.920 ± 0.016 (0.9 to 0.94), 4/5 hold"
+    assert sv.describe(profile=False) == "5 seeds: 0.920 ± 0.016 (0.9 to 0.94), 4/5 hold"
     stale = records.CurrentState(library_hash="other", chapter_hashes={"alpha": "h"})
     ((sv,),) = sc.seed_verdicts([rec], stale).values()
     assert sv.stale.startswith("stale (made at abc1234; library changed")

@@ -473,6 +473,14 @@ def _num(x: float) -> str:
     return "—" if math.isnan(x) else f"{x:.4g}"
 
 
+def _mean_sd(mean: float, sd: float) -> str:
+    """``"0.928 ± 0.012"``: the sd to 2 significant digits and the mean to the same decimal place."""
+    if math.isnan(mean) or math.isnan(sd) or sd <= 0:
+        return f"{_num(mean)} ± {_num(sd)}"
+    places = max(0, 1 - math.floor(math.log10(sd)))
+    return f"{mean:.{places}f} ± {sd:.{places}f}"
+
+
 def _seeds_text(seeds: Sequence[int]) -> str:
     s = list(seeds)
     if len(s) > 2 and s == list(range(s[0], s[0] + len(s))):
@@ -561,7 +569,7 @@ def records_markdown(records: Sequence[Record], current: CurrentState, *, link_p
             ]
         rows = []
         for s in rec.summary():
-            stats = f"{_num(s['mean'])} ± {_num(s['sd'])}, " if s["numeric"] else ""
+            stats = f"{_mean_sd(s['mean'], s['sd'])}, " if s["numeric"] else ""
             if 0 < s["numeric"] < s["n"]:
                 stats = f"{stats[:-2]} (of {s['numeric']} numeric values), "
             text = f"`{rec.profile}`, {s['n']} seeds: {stats}{_holds_text(s)}"
@@ -577,7 +585,7 @@ def _spread(s: Mapping[str, Any]) -> str:
     """ "0.91 ± 0.03 (0.87 to 0.95)" for a numeric claim, "" for a yes/no one."""
     if not s["numeric"]:
         return ""
-    text = f"{_num(s['mean'])} ± {_num(s['sd'])}"
+    text = _mean_sd(s["mean"], s["sd"])
     if s["numeric"] > 1:
         text += f" ({_num(s['min'])} to {_num(s['max'])})"
     return text + ", "
@@ -692,7 +700,9 @@ def profiles_markdown(
         for cid, text in order.items():
             found = {sv.profile: sv for sv in verdicts.get((chapter, cid), [])}
             row = [f'{_cell(text)} <span class="fl-id">{_cell(cid)}</span>']
-            row += [found[p].markdown() if p in found else "not in this record" for p in profiles]
+            row += [
+                found[p].markdown(profile=False) if p in found else "not in this record" for p in profiles
+            ]
             rows.append(row)
         header = ["Claim"] + [f"`{p}`" for p in profiles]
         lines += [list_table(header, rows, "fl-claims fl-prof", profile_widths(len(profiles))), ""]

@@ -122,25 +122,28 @@ class SeedVerdict:
     #: Seeds whose value passed the rule but not the claim's null.
     matched: int = 0
 
-    def describe(self) -> str:
-        """``"`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold"`` (markdown)."""
-        spread = f"{_text(self.spread)}, " if self.spread else ""
-        if self.verdict == "not measured":
-            return f"`{self.profile}`, {self.n} seeds: {spread}not measured in any seed"
-        matched = f" ({self.matched} matched by null)" if self.matched else ""
-        return f"`{self.profile}`, {self.n} seeds: {spread}{self.holds}/{self.n} hold{matched}"
+    def describe(self, profile: bool = True) -> str:
+        """``"`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold"`` (markdown).
 
-    def markdown(self) -> str:
+        ``profile=False`` leaves out the profile (for a column already headed by it).
+        """
+        spread = f"{_text(self.spread)}, " if self.spread else ""
+        head = f"`{self.profile}`, {self.n} seeds" if profile else f"{self.n} seeds"
+        if self.verdict == "not measured":
+            return f"{head}: {spread}not measured in any seed"
+        matched = f" ({self.matched} matched by null)" if self.matched else ""
+        return f"{head}: {spread}{self.holds}/{self.n} hold{matched}"
+
+    def markdown(self, profile: bool = True) -> str:
         """The badge and :meth:`describe`; a stale record gives no counts and no verdict.
 
         Its numbers describe older code, so beside this run's verdict they would read as a
         result; the Recorded runs section keeps them, marked stale.
         """
+        head = f"`{self.profile}`, {self.n} seeds" if profile else f"{self.n} seeds"
         if self.stale:
-            return (
-                f"{badge('stale')} `{self.profile}`, {self.n} seeds: {_text(self.stale)}; no current verdict"
-            )
-        return f"{badge(self.verdict)} {self.describe()}"
+            return f"{badge('stale')} {head}: {_text(self.stale)}; no current verdict"
+        return f"{badge(self.verdict)} {self.describe(profile)}"
 
 
 def seed_verdicts(
