@@ -352,7 +352,7 @@ def scorecard_markdown(
         with_across = across is not None and any(across.get((c.chapter, c.id)) for c in cs)
         if with_across:
             header.insert(4, "Across seeds")
-            widths = [12, 26, 10, 18, 22, 12]
+            widths = [15, 25, 10, 17, 21, 12]  # the verdict column holds a "not measured" badge
         elif across is not None and recorded:
             lines += ["No claim of this chapter has been recorded across seeds yet.", ""]
         rows = []
