@@ -421,15 +421,15 @@ def record(
     seeds have finished. Other keyword arguments go to
     :func:`featlearn.book.sweep.run_points`.
     """
-    from featlearn.book.runner import Book, _library_hash, git_commit
+    from featlearn.book.runner import Book, git_commit
     from featlearn.book.sweep import plan_points, run_points, write_outputs
 
     book = Book(Path(root))
     names = list(chapters) if chapters else [c.name for c in book.chapters()]
-    libs = {n: _library_hash(chapter=book.chapter(n).path.read_text(encoding="utf-8")) for n in names}
     dest_root = Path(records_dir) if records_dir else book.root / RECORDS_DIR
     # a current record of the same chapter and profile keeps its seeds: only new ones run
     now = current_state([book.chapter(n) for n in names])
+    libs = now.chapter_library_hashes  # each chapter's modules, hashed once
     kept = {
         r.chapter: r
         for r in load_records(dest_root)
