@@ -44,7 +44,6 @@ REAL_LIBRARY_HASH = runner._library_hash
 @pytest.mark.parametrize(
     "n, holds, fails",
     [
-        (1, {1}, {0}),
         (3, {3}, {0}),
         (5, {4, 5}, {0, 1}),
         (10, {8, 9, 10}, {0, 1, 2}),
@@ -63,6 +62,8 @@ def test_seed_verdict_boundaries(n, holds, fails):
             else "unstable"
         )
     assert [seed_verdict(k, 5) for k in (1, 2, 3, 4)] == ["fails", "unstable", "unstable", "holds"]
+    for k, m in ((0, 1), (1, 1), (0, 2), (2, 2)):  # one or two seeds are not a result
+        assert seed_verdict(k, m) == "too few seeds"
     with pytest.raises(ValueError):
         seed_verdict(0, 0)
     with pytest.raises(ValueError):
@@ -158,7 +159,14 @@ def test_records_markdown_statistics_and_stale_marking(tmp_path):
     assert row.format("b", "b", "not measured in any seed", "⚠️ not measured") in md
     # the Scorecard's tally, over one build's claims (seed 0's, as a build gathers them)
     assert sc._across_tally(r.by_seed[0], sc.seed_verdicts([r], current)) == {
-        "fast": {"holds": 1, "fails": 1, "unstable": 0, "matched by null": 0, "not measured": 1}
+        "fast": {
+            "holds": 1,
+            "fails": 1,
+            "unstable": 0,
+            "matched by null": 0,
+            "not measured": 1,
+            "too few seeds": 0,
+        }
     }
     assert row.format("c", "c", "0/5 hold", "❌ fails") in md  # NaN: no statistics
     assert ":class: fl-claims fl-rec" in md  # fitted to the column by _static/featlearn.css
@@ -188,7 +196,14 @@ def test_a_claim_matched_by_its_null_in_most_seeds_is_matched_across_seeds(tmp_p
     md = rec.records_markdown([r], current)
     assert "1/5 hold (3 matched by null)" in md and "🟰 matched by null" in md
     tally = sc._across_tally(r.by_seed[0], sc.seed_verdicts([r], current))
-    assert tally["fast"] == {"holds": 0, "fails": 0, "unstable": 0, "matched by null": 1, "not measured": 0}
+    assert tally["fast"] == {
+        "holds": 0,
+        "fails": 0,
+        "unstable": 0,
+        "matched by null": 1,
+        "not measured": 0,
+        "too few seeds": 0,
+    }
 
 
 # --------------------------------------------------------------------------- clusters
@@ -249,7 +264,9 @@ def test_local_cluster_sweep_writes_runs_claims_and_summary(swept):
         v = g["value"].astype(float)
         k = int(g["holds"].sum())
         verdict = (
-            "holds"
+            "too few seeds"  # two seeds per point: no across-seed verdict
+            if len(g) < 3
+            else "holds"
             if k >= math.ceil(0.8 * len(g))
             else "fails"
             if k <= math.floor(0.2 * len(g))
@@ -261,7 +278,7 @@ def test_local_cluster_sweep_writes_runs_claims_and_summary(swept):
             f"{v.max():.4g} | {len(g)} | {k}/{len(g)} | {verdict} |"
         )
         assert row in md, row
-    assert "| `always-fails` | 0 | 0 | 0 | 0 | 2 | 0/2 | fails |" in md
+    assert "| `always-fails` | 0 | 0 | 0 | 0 | 2 | 0/2 | too few seeds |" in md
     assert (out / "summary.png").stat().st_size > 1000
 
 
@@ -350,7 +367,9 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     m, sd = pd.Series(mean_small).mean(), pd.Series(mean_small).std()
     places = max(0, 1 - math.floor(math.log10(sd)))  # the sd to 2 significant digits, the mean alike
     assert f"`tiny`, 2 seeds: {m:.{places}f} ± {sd:.{places}f}, 2/2 hold" in md
-    assert "\n  - ✅ holds\n" in md and "0/2 hold\n  - ❌ fails\n" in md
+    # two seeds give no across-seed verdict, whatever they say
+    assert "0/2 hold\n  - ⚠️ too few seeds\n" in md and "2/2 hold\n  - ⚠️ too few seeds\n" in md
+    assert "✅ holds" not in md and "❌ fails" not in md
 
     # the build shows the record beside its own run: a Scorecard column and each claim box
     out_dir = runner.build(book, profile="tiny", progress=False, html=False)
@@ -360,7 +379,9 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     # the claim's row (a list-table: claim, paper, ours, then across seeds) shows the record's verdict
     row = scorecard[scorecard.index('<span class="fl-id">mean-small</span>') :].splitlines()
     across = next(line for line in row[1:8] if line.startswith('  - <span class="fl-verdict'))
-    assert across.startswith(f"  - {badge('holds')} `tiny`, 2 seeds: ") and across.endswith(" 2/2 hold"), row
+    assert across.startswith(f"  - {badge('too few seeds')} `tiny`, 2 seeds: ") and across.endswith(
+        " 2/2 hold"
+    ), row
     chapter_page = (out_dir / "stage" / "book" / "fixture.ipynb").read_text()
     # after a badge: once in each claim box; the "across profiles" table's column names the profile
     assert chapter_page.count("</span> `tiny`, 2 seeds:") == len(loaded.summary())
@@ -374,7 +395,7 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     assert rec.RECORDS_PLACEHOLDER not in chapter_page
     assert "{doc}`tiny <records/tiny-fixture>`" in text and "* - Claim\n  - `tiny`" in text
     assert text.count('<span class="fl-id">') == len(loaded.summary())
-    assert f"{badge('holds')} 2 seeds:" in text and "`tiny`, 2 seeds" not in text
+    assert f"{badge('too few seeds')} 2 seeds:" in text and "`tiny`, 2 seeds" not in text
     assert "No `fast` record yet: `featlearn record fixture --profile fast --seeds 0-4`" in text
 
     # prose edits keep the record current; a code edit makes it stale, naming the commit
@@ -415,7 +436,7 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     assert st.chapter_changed and not st.library_changed and st.commit == loaded.commit
     md = rec.records_markdown([loaded], now)
     assert f"stale (made at {loaded.commit}; chapter changed)" in md
-    assert "✅ holds" not in md and "stale (was: holds)" in md
+    assert "⚠️ too few seeds" not in md and "stale (was: too few seeds)" in md
     lib_changed = loaded.stale("another-library", now.chapter_hashes["fixture"]).describe()
     assert lib_changed == f"stale (made at {loaded.commit}; chapter changed / library changed)"
 

@@ -67,6 +67,7 @@ _MARK = {
     "unstable": "⚠️ unstable",
     "not measured": "⚠️ not measured",
     "matched by null": "🟰 matched by null",
+    "too few seeds": "⚠️ too few seeds",
 }
 
 

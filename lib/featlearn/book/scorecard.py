@@ -43,6 +43,7 @@ VERDICT_CLASS = {
     "unstable": "fl-verdict-unstable",
     "stale": "fl-verdict-stale",
     "not recorded": "fl-verdict-none",
+    "too few seeds": "fl-verdict-none",
 }
 
 #: The emoji marks that :mod:`featlearn.claims` and :mod:`featlearn.book.records` write,
@@ -55,6 +56,8 @@ _EMOJI_MARKS = {
     "⚠️ unstable": "unstable",
     "⚠ unstable": "unstable",
     "🟰 matched by null": "matched by null",
+    "⚠️ too few seeds": "too few seeds",
+    "⚠ too few seeds": "too few seeds",
 }
 _STRAY_EMOJI = re.compile("[\u2705\u274c\u26a0\U0001f7f0]\ufe0f? ?")
 
@@ -68,8 +71,8 @@ def badge(verdict: str) -> str:
     Parameters
     ----------
     verdict
-        ``"holds"``, ``"fails"``, ``"not measured"``, ``"unstable"``, ``"stale"`` or
-        ``"not recorded"``; the badge shows this word.
+        A key of :data:`VERDICT_CLASS` (``"holds"``, ``"fails"``, ``"unstable"``,
+        ``"too few seeds"``, ``"stale"``, …); the badge shows this word.
     """
     return f'<span class="fl-verdict {VERDICT_CLASS[verdict]}">{verdict}</span>'
 
@@ -114,7 +117,8 @@ class SeedVerdict:
     holds: int
     #: ``"0.91 ± 0.03 (0.87 to 0.95)"`` for a numeric claim, ``""`` for a yes/no one.
     spread: str
-    #: ``"holds"``, ``"fails"`` or ``"unstable"`` (:func:`featlearn.book.sweep.seed_verdict`), or
+    #: ``"holds"``, ``"fails"``, ``"unstable"`` or ``"too few seeds"``
+    #: (:func:`featlearn.book.sweep.seed_verdict`), or
     #: ``"not measured"`` when no seed could judge the claim.
     verdict: str
     #: ``""`` for a current record, else why it is stale (``"stale (made at …; …)"``).
@@ -128,7 +132,7 @@ class SeedVerdict:
         ``profile=False`` leaves out the profile (for a column already headed by it).
         """
         spread = f"{_text(self.spread)}, " if self.spread else ""
-        head = f"`{self.profile}`, {self.n} seeds" if profile else f"{self.n} seeds"
+        head = f"`{self.profile}`, {_seeds(self.n)}" if profile else _seeds(self.n)
         if self.verdict == "not measured":
             return f"{head}: {spread}not measured in any seed"
         matched = f" ({self.matched} matched by null)" if self.matched else ""
@@ -140,10 +144,14 @@ class SeedVerdict:
         Its numbers describe older code, so beside this run's verdict they would read as a
         result; the Recorded runs section keeps them, marked stale.
         """
-        head = f"`{self.profile}`, {self.n} seeds" if profile else f"{self.n} seeds"
+        head = f"`{self.profile}`, {_seeds(self.n)}" if profile else _seeds(self.n)
         if self.stale:
             return f"{badge('stale')} {head}: {_text(self.stale)}; no current verdict"
         return f"{badge(self.verdict)} {self.describe(profile)}"
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def seed_verdicts(
@@ -174,6 +182,8 @@ def seed_verdicts(
 
 def _count(n: int, verdict: str) -> str:
     """``"1 holds"``, ``"3 hold"``, ``"2 fail"``, ``"1 not measured"``: a count and its verb."""
+    if verdict == "too few seeds":
+        return f"{n} with too few seeds"
     return f"{n} {verdict.removesuffix('s') if verdict in ('holds', 'fails') and n != 1 else verdict}"
 
 
@@ -189,6 +199,10 @@ def _this_build(claims: Sequence[Claim]) -> dict[str, int]:
     return t
 
 
+#: The across-seed verdicts the Scorecard counts, in the order it names them.
+_TALLIED = ("holds", "fails", "unstable", "matched by null", "not measured", "too few seeds")
+
+
 def _across_tally(
     claims: Sequence[Claim], across: Mapping[tuple[str, str], Sequence[SeedVerdict]]
 ) -> dict[str, dict[str, int]]:
@@ -199,7 +213,7 @@ def _across_tally(
             if not sv.stale:
                 t.setdefault(
                     sv.profile,
-                    {"holds": 0, "fails": 0, "unstable": 0, "matched by null": 0, "not measured": 0},
+                    dict.fromkeys(_TALLIED, 0),
                 )[sv.verdict] += 1
     return t
 
@@ -209,6 +223,7 @@ def _tally_text(t: Mapping[str, Mapping[str, int]]) -> str:
         f"`{p}`: {v['holds']} hold, {v['fails']} fail, {v['unstable']} unstable"
         + (f", {v['matched by null']} matched by null" if v.get("matched by null") else "")
         + (f", {v['not measured']} not measured" if v.get("not measured") else "")
+        + (f", {v['too few seeds']} with too few seeds" if v.get("too few seeds") else "")
         for p, v in t.items()
     )
 
@@ -316,13 +331,7 @@ def scorecard_markdown(
             ta = _across_tally(cs, across)
             stale = any(sv.stale for c in cs for sv in across.get((c.chapter, c.id), ()))
             text = "; ".join(
-                f"`{p}`: "
-                + ", ".join(
-                    _count(v[k], k)
-                    for k in ("holds", "fails", "unstable", "matched by null", "not measured")
-                    if v.get(k)
-                )
-                for p, v in ta.items()
+                f"`{p}`: " + ", ".join(_count(v[k], k) for k in _TALLIED if v.get(k)) for p, v in ta.items()
             )
             row.append(text or ("stale record" if stale else "not recorded"))
         rows.append(row)

@@ -65,10 +65,14 @@ __all__ = [
 ]
 
 #: The across-seed verdict rule, as stated on summary pages.
+#: The fewest seeds that give an across-seed verdict: with one or two, one seed's luck decides.
+MIN_SEEDS = 3
+
 SEED_VERDICT_RULE = (
     "Across seeds, a claim **holds** if it holds in at least ⌈0.8 n⌉ of its n runs, **fails** "
     "if it holds in at most ⌊0.2 n⌋ of them, and is **unstable** otherwise; a run in which the "
-    "claim could not be measured counts as a run where it does not hold."
+    "claim could not be measured counts as a run where it does not hold. Fewer than "
+    f"{MIN_SEEDS} seeds give no verdict (**too few seeds**)."
 )
 
 #: Environment variables that set the number of CPU threads in a task's kernel.
@@ -78,9 +82,10 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 def seed_verdict(n_holds: int, n: int) -> str:
     """The across-seed verdict of a claim that held in ``n_holds`` of ``n`` runs.
 
-    ``"holds"`` if ``n_holds >= ceil(0.8 n)``, ``"fails"`` if ``n_holds <= floor(0.2 n)``,
-    else ``"unstable"`` (integer arithmetic, so no rounding surprises: n=5 needs 4 to
-    hold and fails at 1; n=1 holds at 1 and fails at 0; n=3 holds only at 3).
+    ``"too few seeds"`` if ``n < MIN_SEEDS`` (one seed is not a result); else ``"holds"`` if
+    ``n_holds >= ceil(0.8 n)``, ``"fails"`` if ``n_holds <= floor(0.2 n)``, else
+    ``"unstable"`` (integer arithmetic, so no rounding surprises: n=5 needs 4 to hold and
+    fails at 1; n=3 holds only at 3 and fails only at 0).
 
     Raises
     ------
@@ -89,6 +94,8 @@ def seed_verdict(n_holds: int, n: int) -> str:
     """
     if n < 1 or not 0 <= n_holds <= n:
         raise ValueError(f"seed_verdict needs 0 <= n_holds <= n and n >= 1, got n_holds={n_holds}, n={n}")
+    if n < MIN_SEEDS:
+        return "too few seeds"
     if n_holds >= -(-4 * n // 5):  # ceil(0.8 n)
         return "holds"
     if n_holds <= n // 5:  # floor(0.2 n)
