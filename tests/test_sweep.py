@@ -583,3 +583,65 @@ def test_the_build_judges_a_record_by_its_own_chapters_modules(swept, tmp_path, 
     out_dir = runner.build(book, profile="tiny", progress=False, html=False)
     scorecard = (out_dir / "stage" / "book" / "scorecard.md").read_text()
     assert "`tiny`, 2 seeds:" in scorecard and "stale (made at" not in scorecard
+
+
+def _fixture_record(profile, seeds, holds_by_claim, tmp_path):
+    """A record of chapter "ch" whose claim ``cid`` holds in the seeds ``holds_by_claim[cid]``."""
+    by_seed = {s: [_claim(cid, float(s), s in held) for cid, held in holds_by_claim.items()] for s in seeds}
+    prov = {
+        "chapter": "ch",
+        "profile": profile,
+        "seeds": list(seeds),
+        "commit": "abc1234",
+        "chapter_hash": "h1",
+        "library_hash": "L1",
+        "machine": {"cpu": "AMD EPYC", "gpu": None},
+        "runs": [{"seed": s, "wall_s": 1500.0 + 120 * s, "torch_threads": 1} for s in seeds],
+    }
+    return rec.Record("ch", profile, tmp_path / profile, by_seed, prov)
+
+
+def test_the_full_section_compares_with_fast_and_gives_no_verdict_from_one_seed(tmp_path):
+    fast = _fixture_record("fast", range(3), {"a": {0, 1, 2}, "b": set(), "c": {0}}, tmp_path)
+    current = rec.CurrentState("L1", {"ch": "h1"}, {"ch": "A chapter"})
+
+    # no full record: the chapter says how to make one, and no "At the full profile" section
+    md = rec.profiles_markdown("ch", [fast], sc.seed_verdicts([fast], current), defined=("fast", "full"))
+    assert "No `full` record yet: `featlearn record ch --profile full --seeds 0-2`" in md
+    assert "At the `full` profile" not in md
+
+    # one full seed: values, no verdict; b and c (weak at fast) listed with it, a (failed there) too
+    one = _fixture_record("full", [0], {"a": set(), "b": {0}, "c": {0}}, tmp_path)
+    md = rec.profiles_markdown("ch", [fast, one], sc.seed_verdicts([fast, one], current), ("fast", "full"))
+    head, _, section = md.partition("### At the `full` profile")
+    assert section and "No `full` record yet" not in md
+    assert "seed 0, 25 min per seed on 1 CPU thread (AMD EPYC)" in section
+    assert "{doc}`the record's executed notebook <records/full-ch>`" in section
+    assert "fewer than 3 seeds, so it gives values but no verdict" in section
+    weak, _, lost = section.partition("Claims that hold at `fast` but not at `full`:")
+    for cid in ("b", "c"):
+        assert f'<span class="fl-id">{cid}</span>' in weak and f'<span class="fl-id">{cid}</span>' not in lost
+    assert f"{badge('fails')} `fast`, 3 seeds: 1.0 ± 1.0 (0 to 2), 0/3 hold" in weak
+    assert f"{badge('too few seeds')} `full`, 1 seed: 0, 1/1 hold" in weak
+    assert '<span class="fl-id">a</span>' in lost and "`full`, 1 seed: 0, 0/1 hold" in lost
+
+    # three full seeds: verdicts; b now holds, a fails at full and is listed as lost
+    three = _fixture_record("full", range(3), {"a": set(), "b": {0, 1, 2}, "c": {0}}, tmp_path)
+    md = rec.profiles_markdown(
+        "ch", [fast, three], sc.seed_verdicts([fast, three], current), ("fast", "full")
+    )
+    section = md.partition("### At the `full` profile")[2]
+    assert "fewer than 3 seeds" not in section and "25–29 min per seed" in section
+    assert f"{badge('holds')} `full`, 3 seeds: 1.0 ± 1.0 (0 to 2), 3/3 hold" in section
+    assert (
+        f"{badge('fails')} `full`, 3 seeds: 1.0 ± 1.0 (0 to 2), 0/3 hold"
+        in section.partition("but not at")[2]
+    )
+
+    # every claim holding at fast and at full: said in one line, nothing listed
+    good = _fixture_record("fast", range(3), {"a": {0, 1, 2}}, tmp_path)
+    full_good = _fixture_record("full", range(3), {"a": {0, 1, 2}}, tmp_path)
+    md = rec.profiles_markdown(
+        "ch", [good, full_good], sc.seed_verdicts([good, full_good], current), ("fast", "full")
+    )
+    assert "Every claim holds at `fast` across seeds." in md and "but not at" not in md

@@ -30,7 +30,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from featlearn.book.sweep import SEED_VERDICT_RULE, _atomic_write, claim_from, seed_verdict, text_hash
+from featlearn.book.sweep import (
+    MIN_SEEDS,
+    SEED_VERDICT_RULE,
+    _atomic_write,
+    claim_from,
+    seed_verdict,
+    text_hash,
+)
 from featlearn.claims import Claim
 
 __all__ = [
@@ -486,7 +493,7 @@ def _seeds_text(seeds: Sequence[int]) -> str:
     s = list(seeds)
     if len(s) > 2 and s == list(range(s[0], s[0] + len(s))):
         return f"seeds {s[0]}–{s[-1]}"
-    return "seeds " + ", ".join(map(str, s))
+    return ("seed " if len(s) == 1 else "seeds ") + ", ".join(map(str, s))
 
 
 def _cell(s: Any) -> str:
@@ -586,6 +593,8 @@ def _spread(s: Mapping[str, Any]) -> str:
     """ "0.91 ± 0.03 (0.87 to 0.95)" for a numeric claim, "" for a yes/no one."""
     if not s["numeric"]:
         return ""
+    if s["numeric"] == 1:  # one value: no spread to show
+        return _num(s["mean"]) + ", "
     text = _mean_sd(s["mean"], s["sd"])
     if s["numeric"] > 1:
         text += f" ({_num(s['min'])} to {_num(s['max'])})"
@@ -707,6 +716,8 @@ def profiles_markdown(
             rows.append(row)
         header = ["Claim"] + [f"`{p}`" for p in profiles]
         lines += [list_table(header, rows, "fl-claims fl-prof", profile_widths(len(profiles))), ""]
+    if "full" in profiles:
+        lines += [profile_comparison_markdown(chapter, recs, verdicts), ""]
     missing = [p for p in _PROFILE_ORDER if p in defined and p not in profiles and p != "paper"]
     for p in missing:
         n = "0-2" if p == "full" else "0-4"
@@ -717,6 +728,89 @@ def profiles_markdown(
     if not lines:
         lines = ["This chapter has not been recorded yet.", ""]
     return "\n".join(lines)
+
+
+def _run_minutes(rec: Record) -> str:
+    """ "28–31 min per seed on 1 CPU thread (AMD EPYC)": how long the record's runs took."""
+    runs = rec.provenance.get("runs", [])
+    walls = sorted(float(r["wall_s"]) / 60 for r in runs if r.get("wall_s"))
+    if not walls:
+        return "no run times recorded"
+    span = f"{walls[0]:.0f}" if round(walls[0]) == round(walls[-1]) else f"{walls[0]:.0f}–{walls[-1]:.0f}"
+    machine = rec.provenance.get("machine", {})
+    threads = sorted({r.get("torch_threads") for r in runs if r.get("torch_threads")})
+    where = machine.get("gpu") or machine.get("cpu") or "unknown machine"
+    on = f"{'/'.join(map(str, threads))} CPU thread{'s' if threads != [1] else ''}" if threads else "CPU"
+    if machine.get("gpu"):
+        on = "a GPU"
+    return f"{span} min per seed on {on} ({where})"
+
+
+def profile_comparison_markdown(
+    chapter: str,
+    records: Sequence[Record],
+    verdicts: Mapping[tuple[str, str], Sequence[Any]],
+    base: str = "fast",
+    other: str = "full",
+) -> str:
+    """The "At the `full` profile" subsection: what the larger protocol changes.
+
+    Why: a reader who saw a claim fail at ``base`` wants to know whether the paper's scale
+    rescues it. Lists every claim that does not hold at ``base`` across seeds with its
+    ``other`` verdict, then every claim that holds at ``base`` but not at ``other``; says
+    how long a seed of ``other`` took and links its record (whose notebook has the figures).
+    """
+    recs = {r.profile: r for r in records if r.chapter == chapter}
+    if other not in recs:
+        return ""
+    rec = recs[other]
+    lines = [
+        f"### At the `{other}` profile",
+        "",
+        f"The `{other}` record: {_seeds_text(rec.seeds)}, {_run_minutes(rec)}. Its figures are in "
+        f"{{doc}}`the record's executed notebook <{page_name(rec)}>`.",
+        "",
+    ]
+    if base not in recs:
+        return "\n".join(lines + [f"There is no `{base}` record to compare it with."])
+
+    def found(cid: str, profile: str) -> Any:
+        return next((sv for sv in verdicts.get((chapter, cid), []) if sv.profile == profile), None)
+
+    def item(cid: str, text: str) -> str:
+        parts = []
+        for p in (base, other):
+            sv = found(cid, p)
+            parts.append(sv.markdown() if sv is not None else f"`{p}`: not in this record")
+        return f'- {_cell(text)} <span class="fl-id">{_cell(cid)}</span>\n' + "\n".join(
+            f"  - {p}" for p in parts
+        )
+
+    claims = {s["id"]: s["claim"] for s in recs[base].summary()}
+    for s in rec.summary():
+        claims.setdefault(s["id"], s["claim"])
+    weak = [c for c in claims if getattr(found(c, base), "verdict", None) != "holds"]
+    def slips(sv: Any) -> bool:  # fails at ``other``, or failed in one of its too few seeds
+        if sv is None or sv.stale:
+            return False
+        return sv.verdict != "holds" and (sv.verdict != "too few seeds" or sv.holds < sv.n)
+
+    lost = [c for c in claims if c not in weak and slips(found(c, other))]
+    if any(getattr(found(c, other), "verdict", None) == "too few seeds" for c in claims):
+        lines += [
+            f"The `{other}` record has fewer than {MIN_SEEDS} seeds, so it gives values but no "
+            "verdict yet; read its counts as what those seeds showed, not as a result.",
+            "",
+        ]
+    if weak:
+        lines += [f"Claims that do not hold at `{base}` across seeds, and how they fare at `{other}`:", ""]
+        lines += [item(c, claims[c]) for c in weak] + [""]
+    else:
+        lines += [f"Every claim holds at `{base}` across seeds.", ""]
+    if lost:
+        lines += [f"Claims that hold at `{base}` but not at `{other}`:", ""]
+        lines += [item(c, claims[c]) for c in lost] + [""]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def fill_record_sections(
