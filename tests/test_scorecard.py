@@ -99,20 +99,31 @@ def test_one_section_per_chapter_verdict_first_id_small():
 
 def test_summary_counts_by_chapter_and_across_seeds():
     md = sc.scorecard_markdown(CLAIMS, TITLES, ACROSS)
-    assert "**6 claims: 3 hold, 1 fail, 2 not measured.**" in md
     # current records only: a-hold-1 holds, a-fail unstable; b-hold's record is stale
-    assert "**Across recorded seeds** (current records only): `fast`: 1 hold, 0 fail, 1 unstable." in md
+    lead = "**Across recorded seeds** (current records only): `fast`: 1 hold, 0 fail, 1 unstable."
+    single = "This build's single run (one seed per chapter, not a result on its own): 6 claims: 3 hold"
+    assert lead in md and single in md and md.index(lead) < md.index(single)  # the result leads
+    assert "**6 claims" not in md  # the single run is not set in bold as if it were the result
     ((header, alpha, beta),) = _tables(md, "fl-summary")
-    assert header == ["Chapter", "Holds", "Matched by null", "Fails", "Not measured", "Across seeds"]
+    assert header == [
+        "Chapter",
+        "Across seeds",
+        "This run: holds",
+        "Matched by null",
+        "Fails",
+        "Not measured",
+    ]
     assert alpha == [
         "{ref}`Alpha: the first chapter <scorecard-alpha>`",
+        "`fast`: 1 holds, 1 unstable",
         "2",
         "0",
         "1",
         "1",
-        "`fast`: 1 holds, 1 unstable",
     ]
-    assert beta == ["{ref}`Beta chapter <scorecard-beta>`", "1", "0", "0", "1", "stale record"]
+    assert beta == ["{ref}`Beta chapter <scorecard-beta>`", "stale record", "1", "0", "0", "1"]
+    # no records: this run's counts lead, in bold
+    assert "**6 claims: 3 hold, 1 fail, 2 not measured.**" in sc.scorecard_markdown(CLAIMS, TITLES)
 
 
 def test_across_seeds_column_filled_or_not_recorded():
@@ -131,7 +142,7 @@ def test_across_seeds_column_filled_or_not_recorded():
     assert [t[0][4] if len(t[0]) == 6 else None for t in _tables(md, "fl-claims")] == ["Across seeds", None]
     assert md.count("No claim of this chapter has been recorded across seeds yet.") == 1
     assert md.index("## Beta chapter") < md.index("No claim of this chapter has been recorded")
-    assert _tables(md, "fl-summary")[0][2][5] == "not recorded"
+    assert _tables(md, "fl-summary")[0][2][1] == "not recorded"
     none = sc.scorecard_markdown(CLAIMS, TITLES, {})
     assert "No claim has been recorded across seeds yet" in none and "Across seeds" not in none
     # without records information: no column, no tally line

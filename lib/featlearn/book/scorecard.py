@@ -290,19 +290,28 @@ def scorecard_markdown(
         "and on offline data; rerun the chapter at the `paper` profile for the paper's "
         "setting. The same rows are in `_build/claims.json`.",
         "",
-        f"**{len(claims)} claims: {t['holds']} hold, {t['fails']} fail, "
+    ]
+    this_run = (
+        f"{len(claims)} claims: {t['holds']} hold, {t['fails']} fail, "
         + (f"{t['matched by null']} matched by null, " if t["matched by null"] else "")
-        + f"{t['not measured']} not measured.**",
-        "",
+        + f"{t['not measured']} not measured"
+    )
+    tally = _across_tally(claims, across) if across is not None else {}
+    if tally:  # the result leads; this build's one run follows as what it is
+        lines += [
+            f"**Across recorded seeds** (current records only): {_tally_text(tally)}.",
+            "",
+            f"This build's single run (one seed per chapter, not a result on its own): {this_run}.",
+            "",
+        ]
+    else:
+        lines += [f"**{this_run}.**", ""]
+    lines += [
         "A claim whose value passes its rule but not its null (what a random, untrained or "
         "shuffled-label stand-in scores on the same metric, beside each value) is "
         f"{badge('matched by null')}: not a hold.",
         "",
     ]
-    if across is not None:
-        tally = _across_tally(claims, across)
-        if tally:
-            lines += [f"**Across recorded seeds** (current records only): {_tally_text(tally)}.", ""]
     if not claims:
         lines.append("No chapter has recorded a claim yet.")
         return "\n".join(lines) + "\n" + (f"\n{font_safe(recorded_runs)}" if recorded_runs else "")
@@ -314,9 +323,9 @@ def scorecard_markdown(
     recorded = across is not None and any(across.get((c.chapter, c.id)) for c in claims)
     header = ["Chapter", "Holds", "Matched by null", "Fails", "Not measured"]
     widths = [40, 12, 16, 12, 20]
-    if recorded:
-        header.append("Across seeds")
-        widths = [30, 9, 12, 9, 12, 28]
+    if recorded:  # the across-seed verdicts first; the counts are of this build's one run
+        header = ["Chapter", "Across seeds", "This run: holds", "Matched by null", "Fails", "Not measured"]
+        widths = [26, 30, 11, 12, 9, 12]
     rows = []
     for ch, cs in chapters.items():
         tc = _this_build(cs)
@@ -333,7 +342,7 @@ def scorecard_markdown(
             text = "; ".join(
                 f"`{p}`: " + ", ".join(_count(v[k], k) for k in _TALLIED if v.get(k)) for p, v in ta.items()
             )
-            row.append(text or ("stale record" if stale else "not recorded"))
+            row.insert(1, text or ("stale record" if stale else "not recorded"))
         rows.append(row)
     cls = "fl-summary fl-with-seeds" if recorded else "fl-summary"
     lines += ["## Summary", "", _records.list_table(header, rows, cls, widths), ""]
