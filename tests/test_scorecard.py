@@ -274,3 +274,21 @@ def test_build_stages_css_scorecard_sections_and_font_safe_boxes(fixture_book):
     page = (stage / "book" / "fixture.ipynb").read_text()
     assert not EMOJI.search(md) and not EMOJI.search(page)
     assert page.count('class=\\"fl-verdict ') == 3 and CLAIM_MIME not in page
+
+
+def test_replication_summary_counts_each_profile_and_says_what_is_missing():
+    across = dict(ACROSS)
+    across[("alpha", "a-hold-2")] = [
+        sc.SeedVerdict("fast", 5, 0, "", "fails"),
+        sc.SeedVerdict("full", 1, 1, "0.95", "too few seeds"),
+    ]
+    ((header, alpha, beta),) = _tables(sc.replication_summary_markdown(TITLES, across), "fl-summary")
+    assert header == ["Chapter", "`fast`", "`full`", "`paper`"]
+    assert alpha == [
+        "{doc}`Alpha: the first chapter <alpha>`",
+        "1 holds, 1 fails, 1 unstable",
+        "1 with too few seeds",
+        "not run here (the paper's data and a GPU)",
+    ]
+    # a stale record gives no counts, and says so
+    assert beta[1:3] == ["stale record", "not recorded yet"]

@@ -790,6 +790,7 @@ def profile_comparison_markdown(
     for s in rec.summary():
         claims.setdefault(s["id"], s["claim"])
     weak = [c for c in claims if getattr(found(c, base), "verdict", None) != "holds"]
+
     def slips(sv: Any) -> bool:  # fails at ``other``, or failed in one of its too few seeds
         if sv is None or sv.stale:
             return False

@@ -628,6 +628,11 @@ def _write_scorecard(
         recorded_runs=_records.records_markdown(recs, current, link_pages=True),
     )
     (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
+    summary = _scorecard.replication_summary_markdown(titles, across)
+    for page in (stage / "book").glob("*.md"):  # the intro's "what replicates" table
+        text = page.read_text(encoding="utf-8")
+        if _scorecard.SUMMARY_PLACEHOLDER in text:
+            page.write_text(text.replace(_scorecard.SUMMARY_PLACEHOLDER, summary), encoding="utf-8")
     _records.add_toc_entries(stage / "_toc.yml", _records.stage_record_pages(recs, stage, current))
 
 

@@ -31,6 +31,8 @@ __all__ = [
     "seed_verdicts",
     "scorecard_markdown",
     "not_measured_markdown",
+    "replication_summary_markdown",
+    "SUMMARY_PLACEHOLDER",
 ]
 
 #: The CSS class of each verdict's badge (``_static/featlearn.css`` styles them);
@@ -390,6 +392,50 @@ def scorecard_markdown(
     if recorded_runs:
         text += "\n" + font_safe(recorded_runs)
     return text
+
+
+#: A line of a staged page (the intro) that the build replaces by :func:`replication_summary_markdown`.
+SUMMARY_PLACEHOLDER = "<!-- featlearn: replication summary -->"
+
+#: The columns of the replication summary, and what an empty cell says.
+_SUMMARY_PROFILES = {
+    "fast": "not recorded yet",
+    "full": "not recorded yet",
+    "paper": "not run here (the paper's data and a GPU)",
+}
+
+
+def replication_summary_markdown(
+    titles: Mapping[str, str],
+    across: Mapping[tuple[str, str], Sequence[SeedVerdict]],
+) -> str:
+    """Per chapter and profile, how its claims fare across recorded seeds: the intro's summary.
+
+    Why: a reader who opens the book wants to know first what replicates and at which
+    scale; each cell counts the claims' across-seed verdicts in that profile's current
+    record (a stale record says so; a profile without one says why).
+    """
+    rows = []
+    for ch, title in titles.items():
+        tally: dict[str, dict[str, int]] = {}
+        stale: set[str] = set()
+        for (chapter, _), svs in across.items():
+            if chapter != ch:
+                continue
+            for sv in svs:
+                if sv.stale:
+                    stale.add(sv.profile)
+                else:
+                    tally.setdefault(sv.profile, dict.fromkeys(_TALLIED, 0))[sv.verdict] += 1
+        row = [f"{{doc}}`{_role_text(title)} <{ch}>`"]
+        for p, empty in _SUMMARY_PROFILES.items():
+            if p in tally:
+                row.append(", ".join(_count(n, k) for k, n in tally[p].items() if n))
+            else:
+                row.append("stale record" if p in stale else empty)
+        rows.append(row)
+    header = ["Chapter"] + [f"`{p}`" for p in _SUMMARY_PROFILES]
+    return _records.list_table(header, rows, "fl-summary fl-replication", [28, 24, 24, 24]) + "\n"
 
 
 def not_measured_markdown(
