@@ -306,3 +306,24 @@ def test_build_killed_halfway_is_re_executed_at_the_right_seed(fixture_book, cap
     nb = nbformat.read(cache / "fixture.ipynb", as_version=4)
     assert "seed = 0" in _injected(nb) and incomplete_reason(nb) is None
     assert _leftovers(fixture_book) == []
+
+
+def test_provenance_says_a_page_run_at_other_threads_is_not_a_recorded_seed():
+    """A page built with 2 threads showed a verdict its record's seed 0 (1 thread) did not."""
+    ch = read_chapter(Path(__file__).parent / "fixtures" / "book" / "book" / "fixture.md")
+    env = {"device": "cpu", "torch": "2.x", "threads": 2}
+    info = {
+        "profile": "tiny",
+        "params": {"n": 8, "seed": 0},
+        "commit": "abc",
+        "date": "d",
+        "wall": 1.0,
+        "env": env,
+    }
+    box = provenance_markdown(ch, info, [1, 1, 1])
+    assert "**One run** (seed 0): the verdicts that count are those across seeds" in box
+    assert (
+        "This run used 2 CPU threads and the `tiny` record 1, so it is not one of the recorded seeds" in box
+    )
+    assert "not one of the recorded seeds" not in provenance_markdown(ch, info, [2, 2])  # same count
+    assert "not one of the recorded seeds" not in provenance_markdown(ch, info)  # no record

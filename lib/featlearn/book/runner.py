@@ -526,8 +526,13 @@ def _fmt_wall(seconds: float) -> str:
     return f"{m} min {s:02d} s" if m else f"{seconds:.1f} s"
 
 
-def provenance_markdown(chapter: Chapter, info: Mapping[str, Any]) -> str:
-    """The box at the top of a chapter page: what produced it and how to rerun it."""
+def provenance_markdown(chapter: Chapter, info: Mapping[str, Any], record_threads: Sequence[int] = ()) -> str:
+    """The box at the top of a chapter page: what produced it and how to rerun it.
+
+    ``record_threads``: the torch thread counts of this profile's record of the chapter. When
+    this run used another count, the box says that the page is not one of the recorded seeds
+    (float sums in another order: last digits, and near a threshold a verdict, can differ).
+    """
     env = info["env"]
     params = ", ".join(f"`{k}={v!r}`" for k, v in info["params"].items() if k != "profile")
     other = [p for p in chapter.profiles if p != info["profile"] and p != "tiny"]
@@ -544,11 +549,30 @@ def provenance_markdown(chapter: Chapter, info: Mapping[str, Any]) -> str:
             "",
             f"**Parameters:** {params}",
             "",
+            *_one_run_note(info, env, record_threads),
             f"**Rerun** at another profile: {rerun}, or with other values: "
             f"`featlearn run {chapter.name} --profile {info['profile']} key=value`.",
             "```",
         ]
     )
+
+
+def _one_run_note(
+    info: Mapping[str, Any], env: Mapping[str, Any], record_threads: Sequence[int]
+) -> list[str]:
+    """The box's line on what this run is: one seed, and whether it can be a recorded seed."""
+    seed = info["params"].get("seed")
+    note = f"**One run**{f' (seed {seed})' if seed is not None else ''}: the verdicts that count are "
+    note += "those across seeds, in each claim box and in the last section."
+    threads = env.get("threads")
+    if record_threads and threads is not None and set(record_threads) != {threads}:
+        rec = "/".join(map(str, sorted(set(record_threads))))
+        note += (
+            f" This run used {threads} CPU thread{'s' if threads != 1 else ''} and the "
+            f"`{info['profile']}` record {rec}, so it is not one of the recorded seeds: sums run "
+            "in another order, and a value near its threshold can take the other verdict."
+        )
+    return [note, ""]
 
 
 def strip_for_site(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -584,7 +608,7 @@ def strip_for_site(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 def _stage_notebook(
-    nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[str, Any]
+    nb: nbformat.NotebookNode, chapter: Chapter, info: Mapping[str, Any], record_threads: Sequence[int] = ()
 ) -> nbformat.NotebookNode:
     """Prepare an executed chapter for the site.
 
@@ -592,7 +616,7 @@ def _stage_notebook(
     Colab install cell and the parameters cell that papermill's injected cell replaced.
     """
     nb = strip_for_site(nb)
-    box = nbformat.v4.new_markdown_cell(provenance_markdown(chapter, info))
+    box = nbformat.v4.new_markdown_cell(provenance_markdown(chapter, info, record_threads))
     box.metadata["tags"] = ["provenance"]
     idx = next(
         (
@@ -870,6 +894,13 @@ def _build_locked(
                 ),
                 ch,
                 info,
+                [
+                    int(r["torch_threads"])
+                    for rec in recs
+                    if rec.chapter == ch.name and rec.profile == profile
+                    for r in rec.provenance.get("runs", [])
+                    if r.get("torch_threads") is not None
+                ],
             ),
             stage / ch.path.relative_to(book.root).with_suffix(".ipynb"),
         )
