@@ -4,7 +4,7 @@ import pytest
 
 from conftest import ROOT
 from featlearn import claims
-from featlearn.book.runner import Book, ChapterFailed, execute_chapter
+from featlearn.book.runner import DATASET_PARAMS, Book, ChapterFailed, execute_chapter
 
 CHAPTERS = Book(ROOT).chapters()
 
@@ -59,3 +59,28 @@ def test_protocol_profiles_run_at_tiny_sizes(chapter, profile, tmp_path, monkeyp
         return
     recorded = claims.claims_from_notebook(nb)
     assert recorded and {c.profile for c in recorded} == {profile}
+
+
+PAPER_DATA = [
+    pytest.param(ch, id=ch.name)
+    for ch in CHAPTERS
+    if "paper" in ch.profiles
+    and any(
+        ch.resolve("paper").get(k) not in (None, "fashion_mnist", ["fashion_mnist"]) for k in DATASET_PARAMS
+    )
+]
+
+
+@pytest.mark.parametrize("chapter", PAPER_DATA)
+def test_paper_profile_offline_fails_before_any_cell_runs(chapter, tmp_path, monkeypatch):
+    """Old: convrfm computed the star task for 3 minutes before it found MNIST missing."""
+    monkeypatch.setenv("FEATLEARN_OFFLINE", "1")
+    monkeypatch.setenv("FEATLEARN_DATA", str(tmp_path / "empty"))
+    calls = []
+    monkeypatch.setattr("papermill.execute_notebook", lambda *a, **k: calls.append(a))
+    with pytest.raises(ChapterFailed) as err:
+        execute_chapter(chapter, chapter.resolve("paper"), tmp_path / "out.ipynb", progress=False)
+    assert not calls, "a cell ran before the missing dataset was found"
+    msg = str(err.value)
+    assert "nothing was run" in msg and "is not available" in msg and "Fix:" in msg, msg
+    assert not (tmp_path / "out.ipynb").exists()

@@ -403,6 +403,43 @@ def _write_text_atomic(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+#: Parameters whose values name the datasets a chapter loads (names of :func:`featlearn.data.load`).
+DATASET_PARAMS = ("dataset", "datasets", "noisy_dataset")
+
+
+def check_datasets(chapter: Chapter, params: Mapping[str, Any]) -> None:
+    """Open every dataset the run's parameters name before any cell runs.
+
+    Why: a chapter that loads its data late (convrfm computes the synthetic star task for
+    minutes before it reads MNIST) would fail offline only after that work; this fails in
+    seconds with the loader's own message, which names the dataset, the place and the fix.
+
+    Raises
+    ------
+    ChapterFailed
+        With the :class:`featlearn.data.DatasetUnavailable` message of the first dataset
+        that cannot be opened.
+    """
+    from featlearn import data
+
+    names: list[str] = []
+    for key in DATASET_PARAMS:
+        value = params.get(key)
+        names += [value] if isinstance(value, str) else list(value or [])
+    for name in dict.fromkeys(names):
+        loader = data._LOADERS.get(name)
+        if loader is None:
+            continue  # the chapter's own check names the choices
+        try:
+            loader("train")
+        except data.DatasetUnavailable as exc:
+            raise ChapterFailed(
+                f"chapter {chapter.name!r} needs the dataset {name!r} (parameter values "
+                f"{', '.join(f'{k}={params[k]!r}' for k in DATASET_PARAMS if k in params)}), "
+                f"and it cannot be opened, so nothing was run. DatasetUnavailable: {exc}"
+            ) from None
+
+
 def execute_chapter(
     chapter: Chapter,
     params: Mapping[str, Any],
@@ -422,7 +459,9 @@ def execute_chapter(
     Raises
     ------
     ChapterFailed
-        If a cell raises or the kernel dies (``os._exit``, a crash, out of memory).
+        If a dataset the parameters name cannot be opened (:func:`check_datasets`, before
+        any cell runs), or a cell raises or the kernel dies (``os._exit``, a crash, out of
+        memory).
         The message names the chapter, the cell (its number among the chapter's code
         cells and its first line) and the error; the partially executed notebook is
         kept in ``failed_dir``.
@@ -439,6 +478,7 @@ def execute_chapter(
     logging.getLogger("papermill").setLevel(logging.ERROR)
     output = Path(output)
     check_output_path(output, [chapter])
+    check_datasets(chapter, params)
     partial = output.parent / f".{output.stem}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
