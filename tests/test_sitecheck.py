@@ -59,6 +59,10 @@ PAGES = {
     "verdicts.html": (
         "<p><span class='fl-verdict bare'></span> and "
         "<span class='fl-verdict nomark'>fails</span> and <span class='fl-verdict'>holds</span></p>"
+        # a badge that cannot wrap, in a column narrower than it: it covers the claim beside it
+        "<table style='table-layout: fixed; width: 400px'><tr><td style='width: 40px'>"
+        "<span class='fl-verdict' style='white-space: nowrap'>not measured</span></td>"
+        "<td>the claim's text</td></tr></table>"
     ),
     # the Scorecard: its table fits 1280 px but not 390 px
     # ... and a record's table, whose (older) claim ids are not this build's claims
@@ -115,6 +119,13 @@ def test_verdict_marks_must_have_width(checked):
     p = [x for x in problems["verdicts.html"] if "verdict mark" in x]
     assert len(p) == 2, p
     assert not any("verdict" in x for x in problems["good.html"])
+
+
+def test_a_verdict_badge_must_stay_in_its_table_cell(checked):
+    problems, _ = checked
+    p = [x for x in problems["verdicts.html"] if "spills out of its table cell" in x]
+    assert len(p) == 1 and "not measured" in p[0], problems["verdicts.html"]
+    assert not any("spills" in x for x in problems["scorecard.html"] + problems["good.html"])
 
 
 def test_scorecard_tables_must_fit_a_phone_and_list_every_claim(checked):

@@ -180,7 +180,8 @@ _MATH_JS = (
 }"""
 )
 
-# A verdict mark is invisible when its box, or the drawn mark before it, is 0 px wide.
+# A verdict mark is invisible when its box, or the drawn mark before it, is 0 px wide; a badge
+# wider than its table cell is drawn over the neighbouring cell.
 _VERDICT_JS = (
     "([sel, maxN]) => {"
     + _HELPERS_JS
@@ -192,7 +193,17 @@ _VERDICT_JS = (
     const drawn = b.content && b.content !== 'none' && b.content !== 'normal' && b.display !== 'none';
     return drawn && b.width !== 'auto' && parseFloat(b.width) === 0;
   });
-  return {marks: marks.length, zero: zero.length, shown: zero.slice(0, maxN).map(describe)};
+  // a badge wider than its table cell runs over the neighbouring cell's text
+  const spill = [];
+  for (const m of marks) {
+    const cell = m.closest('td, th');
+    if (!cell) continue;
+    const c = cell.getBoundingClientRect(), r = m.getBoundingClientRect();
+    const by = Math.round(Math.max(r.right - c.right, c.left - r.left));
+    if (by > 1) spill.push(describe(m) + ` by ${by} px`);
+  }
+  return {marks: marks.length, zero: zero.length, shown: zero.slice(0, maxN).map(describe),
+          spill: spill.length, spillShown: spill.slice(0, maxN)};
 }"""
 )
 
@@ -265,10 +276,19 @@ def _math_problems(tab: Any) -> list[str]:
 
 def _verdict_problems(tab: Any) -> list[str]:
     seen = tab.evaluate(_VERDICT_JS, [VERDICT_SELECTOR, MAX_REPORTED])
-    return [f"verdict mark has zero width: {s}" for s in seen["shown"]] + (
-        [f"... {seen['zero'] - len(seen['shown'])} more zero-width verdict marks"]
-        if seen["zero"] > len(seen["shown"])
-        else []
+    return (
+        [f"verdict mark has zero width: {s}" for s in seen["shown"]]
+        + (
+            [f"... {seen['zero'] - len(seen['shown'])} more zero-width verdict marks"]
+            if seen["zero"] > len(seen["shown"])
+            else []
+        )
+        + [f"verdict badge spills out of its table cell over the next one: {s}" for s in seen["spillShown"]]
+        + (
+            [f"... {seen['spill'] - len(seen['spillShown'])} more badges spill out of their cells"]
+            if seen["spill"] > len(seen["spillShown"])
+            else []
+        )
     )
 
 
