@@ -287,7 +287,7 @@ def test_replication_summary_counts_each_profile_and_says_what_is_missing():
     assert alpha == [
         "{doc}`Alpha: the first chapter <alpha>`",
         "1 holds, 1 fails, 1 unstable",
-        "1 with too few seeds",
+        "1 seed so far: no verdict yet",
         "not run here (the paper's data and a GPU)",
     ]
     # a stale record gives no counts, and says so

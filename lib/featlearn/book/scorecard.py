@@ -418,6 +418,7 @@ def replication_summary_markdown(
     rows = []
     for ch, title in titles.items():
         tally: dict[str, dict[str, int]] = {}
+        seeds: dict[str, int] = {}
         stale: set[str] = set()
         for (chapter, _), svs in across.items():
             if chapter != ch:
@@ -427,9 +428,12 @@ def replication_summary_markdown(
                     stale.add(sv.profile)
                 else:
                     tally.setdefault(sv.profile, dict.fromkeys(_TALLIED, 0))[sv.verdict] += 1
+                    seeds[sv.profile] = max(seeds.get(sv.profile, 0), sv.n)
         row = [f"{{doc}}`{_role_text(title)} <{ch}>`"]
         for p, empty in _SUMMARY_PROFILES.items():
-            if p in tally:
+            if p in tally and tally[p]["too few seeds"] == sum(tally[p].values()):
+                row.append(f"{_seeds(seeds[p])} so far: no verdict yet")
+            elif p in tally:
                 row.append(", ".join(_count(n, k) for k, n in tally[p].items() if n))
             else:
                 row.append("stale record" if p in stale else empty)
