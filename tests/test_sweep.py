@@ -8,6 +8,7 @@ import math
 import shutil
 import socket
 import time
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -645,3 +646,25 @@ def test_the_full_section_compares_with_fast_and_gives_no_verdict_from_one_seed(
         "ch", [good, full_good], sc.seed_verdicts([good, full_good], current), ("fast", "full")
     )
     assert "Every claim holds at `fast` across seeds." in md and "but not at" not in md
+
+
+def test_prose_quotes_numbers_from_the_records_and_never_a_wrong_one(tmp_path):
+    fast = _fixture_record("fast", range(3), {"a": {0, 1, 2}, "b": set()}, tmp_path)
+    for s, cs in fast.by_seed.items():
+        cs[0] = dataclasses.replace(cs[0], baseline={"q95": 0.25 + s})
+    current = rec.CurrentState("L1", {"ch": "h1"}, {"ch": "A chapter"})
+    cell = {
+        "cell_type": "markdown",
+        "source": "a: [[fast:a]], null [[fast:a:q95]], held [[fast:a:holds]]; b held [[fast:b:holds]]; "
+        "full [[full:a]].",
+    }
+    nb = rec.fill_record_sections(SimpleNamespace(cells=[cell]), "ch", [fast], {}, (), current)
+    # values 0, 1, 2 -> mean 1; q95 0.25, 1.25, 2.25 -> 1.25
+    assert nb.cells[0]["source"] == "a: 1, null 1.25, held 3/3; b held 0/3; full (no `full` record)."
+    stale = rec.CurrentState("L2", {"ch": "h1"}, {"ch": "A chapter"})
+    cell["source"] = "[[fast:a]]"
+    rec.fill_record_sections(SimpleNamespace(cells=[cell]), "ch", [fast], {}, (), stale)
+    assert cell["source"] == "(stale `fast` record)"
+    cell["source"] = "[[fast:typo]]"
+    with pytest.raises(ValueError, match="has no claim 'typo'; its claims: a, b"):
+        rec.fill_record_sections(SimpleNamespace(cells=[cell]), "ch", [fast], {}, (), current)

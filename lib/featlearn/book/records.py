@@ -814,20 +814,70 @@ def profile_comparison_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
+#: A number from a record in a chapter's prose: ``[[full:claim-id]]`` (the claim's mean value
+#: across the record's seeds), ``[[full:claim-id:q95]]`` (its null's mean 95th percentile) or
+#: ``[[fast:claim-id:holds]]`` ("4/5"). Prose that discusses a record quotes it this way, so
+#: that its numbers come from the record, never typed.
+RECORD_VALUE = re.compile(r"\[\[([a-z]+):([A-Za-z0-9_.-]+)(?::(value|q95|holds))?\]\]")
+
+
+def _record_value(
+    match: re.Match[str], chapter: str, records: Sequence[Record], current: CurrentState | None
+) -> str:
+    profile, cid, field_ = match.group(1), match.group(2), match.group(3) or "value"
+    rec = next((r for r in records if r.chapter == chapter and r.profile == profile), None)
+    if rec is None:
+        return f"(no `{profile}` record)"
+    if current is not None and rec.staleness(current):
+        return f"(stale `{profile}` record)"
+    found = [c for c in rec.claims if c.id == cid]
+    if not found:
+        raise ValueError(
+            f"chapter {chapter!r} quotes {match.group(0)}, but its {profile} record has no claim {cid!r}; "
+            f"its claims: {', '.join(dict.fromkeys(c.id for c in rec.claims))}"
+        )
+    if field_ == "holds":
+        return f"{sum(c.holds is True for c in found)}/{len(found)}"
+    if field_ == "q95":
+        nums = [float(c.baseline["q95"]) for c in found if c.baseline and c.baseline.get("q95") is not None]
+    else:
+        nums = [
+            float(c.value)
+            for c in found
+            if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
+        ]
+    nums = [x for x in nums if math.isfinite(x)]
+    return f"{statistics.fmean(nums):.3g}" if nums else "—"
+
+
 def fill_record_sections(
     nb: Any,
     chapter: str,
     records: Sequence[Record],
     verdicts: Mapping[tuple[str, str], Sequence[Any]],
     defined: Sequence[str] = (),
+    current: CurrentState | None = None,
 ) -> Any:
-    """Replace each Markdown cell that is :data:`RECORDS_PLACEHOLDER` by :func:`profiles_markdown`.
+    """Fill a chapter's Markdown cells from its records, at staging time.
 
-    Called at staging time on a copy of the executed notebook; returns ``nb``.
+    A cell that is :data:`RECORDS_PLACEHOLDER` becomes :func:`profiles_markdown`; every
+    :data:`RECORD_VALUE` quote becomes the number it names (from a ``current`` record only: a
+    stale or missing one says so). Called on a copy of the executed notebook; returns ``nb``.
+
+    Raises
+    ------
+    ValueError
+        If a quote names a claim its record does not have (a typo would print a wrong number).
     """
     for cell in nb.cells:
-        if cell.get("cell_type") == "markdown" and cell.get("source", "").strip() == RECORDS_PLACEHOLDER:
+        if cell.get("cell_type") != "markdown":
+            continue
+        if cell.get("source", "").strip() == RECORDS_PLACEHOLDER:
             cell["source"] = profiles_markdown(chapter, records, verdicts, defined)
+        elif "[[" in cell.get("source", ""):
+            cell["source"] = RECORD_VALUE.sub(
+                lambda m: _record_value(m, chapter, records, current), cell["source"]
+            )
     return nb
 
 
@@ -854,16 +904,22 @@ def _links_up(text: str) -> str:
     return _DOC_BARE.sub(lambda m: f"{{doc}}`../{m.group(1)}`", text)
 
 
-def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
-    """A record's notebook made into a page: title says "recorded", a box says what produced it."""
+def _record_notebook(rec: Record, current: CurrentState | None, records: Sequence[Record] = ()) -> Any:
+    """A record's notebook made into a page: title says "recorded", a box says what produced it.
+
+    Its prose's :data:`RECORD_VALUE` quotes are filled from ``records`` (default: ``rec`` alone).
+    """
     import nbformat
 
     from featlearn.book.runner import strip_for_site
 
     nb = strip_for_site(nbformat.read(rec.notebook, as_version=4))
+    quoted = list(records) or [rec]
     for cell in nb.cells:  # the page sits one folder below its chapter: relative links move up
         if cell.cell_type == "markdown":
-            cell.source = _links_up(cell.source)
+            cell.source = _links_up(
+                RECORD_VALUE.sub(lambda m: _record_value(m, rec.chapter, quoted, current), cell.source)
+            )
         for out in cell.get("outputs", []):
             md = out.get("data", {}).get("text/markdown")
             if md is not None:
@@ -901,7 +957,8 @@ def _record_notebook(rec: Record, current: CurrentState | None) -> Any:
         None,
     )
     heading = (
-        f"# Recorded: {rec.provenance.get('title') or rec.chapter} (`{rec.profile}`, {len(rec.seeds)} seeds)"
+        f"# Recorded: {rec.provenance.get('title') or rec.chapter} (`{rec.profile}`, "
+        f"{len(rec.seeds)} seed{'s' if len(rec.seeds) != 1 else ''})"
     )
     if idx is None:
         nb.cells[0:0] = [nbformat.v4.new_markdown_cell(heading), new]
@@ -945,7 +1002,7 @@ def stage_record_pages(
         "",
     ]
     for rec in records:
-        nbformat.write(_record_notebook(rec, current), folder / f"{rec.profile}-{rec.chapter}.ipynb")
+        nbformat.write(_record_notebook(rec, current, records), folder / f"{rec.profile}-{rec.chapter}.ipynb")
         sections.append({"file": f"book/{page_name(rec)}"})
         mark = (
             f" ({rec.staleness(current).describe()})"

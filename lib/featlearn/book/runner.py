@@ -931,6 +931,7 @@ def _build_locked(
                     recs,
                     across,
                     list(ch.profiles),
+                    current,
                 ),
                 ch,
                 info,
