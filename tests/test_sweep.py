@@ -668,3 +668,31 @@ def test_prose_quotes_numbers_from_the_records_and_never_a_wrong_one(tmp_path):
     cell["source"] = "[[fast:typo]]"
     with pytest.raises(ValueError, match="has no claim 'typo'; its claims: a, b"):
         rec.fill_record_sections(SimpleNamespace(cells=[cell]), "ch", [fast], {}, (), current)
+
+
+def test_a_captioned_figure_cell_keeps_only_its_images_and_record_pages_rename_labels():
+    """Old: a figure cell that also showed a table labelled both; records repeated the labels (-W)."""
+    import nbformat
+
+    png = {
+        "output_type": "display_data",
+        "data": {"image/png": "iVBO", "text/plain": "<Figure>"},
+        "metadata": {},
+    }
+    table = {
+        "output_type": "execute_result",
+        "data": {"text/html": "<table/>"},
+        "metadata": {},
+        "execution_count": 1,
+    }
+    cell = nbformat.v4.new_code_cell(
+        "plot()", metadata={"mystnb": {"figure": {"caption": "C", "name": "fig-a"}}}
+    )
+    cell.outputs = [png, table]
+    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_markdown_cell("text")])
+    rec.site_figures(nb)
+    assert [c.cell_type for c in nb.cells] == ["code", "code", "markdown"]
+    assert nb.cells[0].outputs == [png] and nb.cells[1].outputs == [table]
+    assert nb.cells[1].metadata["tags"] == ["remove-input"] and "mystnb" not in nb.cells[1].metadata
+    rec.site_figures(nb, "full-")
+    assert nb.cells[0].metadata["mystnb"]["figure"]["name"] == "full-fig-a" and len(nb.cells) == 3

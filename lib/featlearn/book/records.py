@@ -850,6 +850,36 @@ def _record_value(
     return f"{statistics.fmean(nums):.3g}" if nums else "—"
 
 
+def site_figures(nb: Any, label_prefix: str = "") -> Any:
+    """Give each captioned figure cell (``mystnb.figure`` metadata) only its images, for the site.
+
+    Why: myst-nb puts the caption and label on every output of such a cell, so a cell that
+    draws a figure and then shows a table would label two things alike (a ``-W`` build
+    fails); its other outputs move to a cell of their own right after it, input hidden.
+    ``label_prefix`` renames the labels (a record's page holds the same figures as its
+    chapter, and a label may exist once in the book). Changes ``nb`` in place; returns it.
+    """
+    import nbformat
+
+    cells = []
+    for cell in nb.cells:
+        cells.append(cell)
+        fig = (cell.get("metadata", {}).get("mystnb") or {}).get("figure")
+        if cell.get("cell_type") != "code" or not isinstance(fig, dict):
+            continue
+        if label_prefix and fig.get("name"):
+            fig["name"] = f"{label_prefix}{fig['name']}"
+        outs = cell.get("outputs", [])
+        is_image = [any(k.startswith("image/") for k in o.get("data", {})) for o in outs]
+        images = [o for o, i in zip(outs, is_image) if i]
+        rest = [o for o, i in zip(outs, is_image) if not i]
+        if images and rest:
+            cell["outputs"] = images
+            cells.append(nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]}, outputs=rest))
+    nb.cells = cells
+    return nb
+
+
 def fill_record_sections(
     nb: Any,
     chapter: str,
@@ -862,7 +892,8 @@ def fill_record_sections(
 
     A cell that is :data:`RECORDS_PLACEHOLDER` becomes :func:`profiles_markdown`; every
     :data:`RECORD_VALUE` quote becomes the number it names (from a ``current`` record only: a
-    stale or missing one says so). Called on a copy of the executed notebook; returns ``nb``.
+    stale or missing one says so). Captioned figure cells keep only their images
+    (:func:`site_figures`). Called on a copy of the executed notebook; returns ``nb``.
 
     Raises
     ------
@@ -878,7 +909,7 @@ def fill_record_sections(
             cell["source"] = RECORD_VALUE.sub(
                 lambda m: _record_value(m, chapter, records, current), cell["source"]
             )
-    return nb
+    return site_figures(nb)
 
 
 def _claim_of_output(payload: Any) -> Claim | None:
@@ -913,7 +944,7 @@ def _record_notebook(rec: Record, current: CurrentState | None, records: Sequenc
 
     from featlearn.book.runner import strip_for_site
 
-    nb = strip_for_site(nbformat.read(rec.notebook, as_version=4))
+    nb = site_figures(strip_for_site(nbformat.read(rec.notebook, as_version=4)), f"{rec.profile}-")
     quoted = list(records) or [rec]
     for cell in nb.cells:  # the page sits one folder below its chapter: relative links move up
         if cell.cell_type == "markdown":
