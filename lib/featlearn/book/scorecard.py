@@ -185,7 +185,7 @@ def seed_verdicts(
 def _count(n: int, verdict: str) -> str:
     """``"1 holds"``, ``"3 hold"``, ``"2 fail"``, ``"1 not measured"``: a count and its verb."""
     if verdict == "too few seeds":
-        return f"{n} with too few seeds"
+        return f"{n} without a verdict (too few seeds)"
     return f"{n} {verdict.removesuffix('s') if verdict in ('holds', 'fails') and n != 1 else verdict}"
 
 
@@ -225,7 +225,7 @@ def _tally_text(t: Mapping[str, Mapping[str, int]]) -> str:
         f"`{p}`: {v['holds']} hold, {v['fails']} fail, {v['unstable']} unstable"
         + (f", {v['matched by null']} matched by null" if v.get("matched by null") else "")
         + (f", {v['not measured']} not measured" if v.get("not measured") else "")
-        + (f", {v['too few seeds']} with too few seeds" if v.get("too few seeds") else "")
+        + (f", {v['too few seeds']} without a verdict (too few seeds)" if v.get("too few seeds") else "")
         for p, v in t.items()
     )
 
@@ -327,7 +327,7 @@ def scorecard_markdown(
     widths = [40, 12, 16, 12, 20]
     if recorded:  # the across-seed verdicts first; the counts are of this build's one run
         header = ["Chapter", "Across seeds", "This run: holds", "Matched by null", "Fails", "Not measured"]
-        widths = [26, 30, 11, 12, 9, 12]
+        widths = [24, 29, 12, 13, 9, 13]  # "Matched" and "measured" fit at 1280 px (site check)
     rows = []
     for ch, cs in chapters.items():
         tc = _this_build(cs)
