@@ -108,10 +108,10 @@ def test_summary_counts_by_chapter_and_across_seeds():
     assert header == [
         "Chapter",
         "Across seeds",
-        "This run: holds",
-        "Matched by null",
-        "Fails",
-        "Not measured",
+        "Run: holds",
+        "Run: matched by null",
+        "Run: fails",
+        "Run: not measured",
     ]
     assert alpha == [
         "{ref}`Alpha: the first chapter <scorecard-alpha>`",

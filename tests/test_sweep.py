@@ -619,7 +619,7 @@ def test_the_full_section_compares_with_fast_and_gives_no_verdict_from_one_seed(
     assert "seed 0, 25 min per seed on 1 CPU thread (AMD EPYC)" in section
     assert "{doc}`the record's executed notebook <records/full-ch>`" in section
     assert "fewer than 3 seeds, so it gives values but no verdict" in section
-    weak, _, lost = section.partition("Claims that hold at `fast` but not at `full`:")
+    weak, _, lost = section.partition("Claims that hold at `fast` but not in every `full` seed so far:")
     for cid in ("b", "c"):
         assert f'<span class="fl-id">{cid}</span>' in weak and f'<span class="fl-id">{cid}</span>' not in lost
     assert f"{badge('fails')} `fast`, 3 seeds: 1.0 ± 1.0 (0 to 2), 0/3 hold" in weak
@@ -689,10 +689,12 @@ def test_a_captioned_figure_cell_keeps_only_its_images_and_record_pages_rename_l
         "plot()", metadata={"mystnb": {"figure": {"caption": "C", "name": "fig-a"}}}
     )
     cell.outputs = [png, table]
-    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_markdown_cell("text")])
+    prose = "{numref}`fig-a` and {numref}`Fig. %s <fig-a>` and {numref}`other`"
+    nb = nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_markdown_cell(prose)])
     rec.site_figures(nb)
     assert [c.cell_type for c in nb.cells] == ["code", "code", "markdown"]
     assert nb.cells[0].outputs == [png] and nb.cells[1].outputs == [table]
     assert nb.cells[1].metadata["tags"] == ["remove-input"] and "mystnb" not in nb.cells[1].metadata
     rec.site_figures(nb, "full-")
     assert nb.cells[0].metadata["mystnb"]["figure"]["name"] == "full-fig-a" and len(nb.cells) == 3
+    assert nb.cells[2].source == "{numref}`full-fig-a` and {numref}`Fig. %s <full-fig-a>` and {numref}`other`"

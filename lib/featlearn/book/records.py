@@ -809,7 +809,9 @@ def profile_comparison_markdown(
     else:
         lines += [f"Every claim holds at `{base}` across seeds.", ""]
     if lost:
-        lines += [f"Claims that hold at `{base}` but not at `{other}`:", ""]
+        few = getattr(found(lost[0], other), "verdict", None) == "too few seeds"
+        where = f"in every `{other}` seed so far" if few else f"at `{other}`"
+        lines += [f"Claims that hold at `{base}` but not {where}:", ""]
         lines += [item(c, claims[c]) for c in lost] + [""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -862,12 +864,14 @@ def site_figures(nb: Any, label_prefix: str = "") -> Any:
     import nbformat
 
     cells = []
+    renamed: set[str] = set()
     for cell in nb.cells:
         cells.append(cell)
         fig = (cell.get("metadata", {}).get("mystnb") or {}).get("figure")
         if cell.get("cell_type") != "code" or not isinstance(fig, dict):
             continue
         if label_prefix and fig.get("name"):
+            renamed.add(fig["name"])
             fig["name"] = f"{label_prefix}{fig['name']}"
         outs = cell.get("outputs", [])
         is_image = [any(k.startswith("image/") for k in o.get("data", {})) for o in outs]
@@ -877,7 +881,20 @@ def site_figures(nb: Any, label_prefix: str = "") -> Any:
             cell["outputs"] = images
             cells.append(nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]}, outputs=rest))
     nb.cells = cells
+    if renamed:  # the prose's {numref} references follow their labels
+
+        def relabel(m: re.Match[str]) -> str:
+            name = m.group(2)
+            return m.group(1) + (label_prefix + name if name in renamed else name) + m.group(3)
+
+        for cell in nb.cells:
+            if cell.get("cell_type") == "markdown":
+                cell["source"] = _NUMREF.sub(relabel, cell["source"])
     return nb
+
+
+#: A ``{numref}`` role, bare (``{numref}`label```) or titled (``{numref}`Fig. %s <label>```).
+_NUMREF = re.compile(r"(\{numref\}`(?:[^`<]*<)?)([^`<>]+)(>?`)")
 
 
 def fill_record_sections(

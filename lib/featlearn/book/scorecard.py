@@ -311,7 +311,13 @@ def scorecard_markdown(
     lines += [
         "A claim whose value passes its rule but not its null (what a random, untrained or "
         "shuffled-label stand-in scores on the same metric, beside each value) is "
-        f"{badge('matched by null')}: not a hold.",
+        f"{badge('matched by null')}: not a hold."
+        + (
+            " Across seeds, a claim that fails is matched by null when most of its failing seeds "
+            "passed the rule but not the null."
+            if tally
+            else ""
+        ),
         "",
     ]
     if not claims:
@@ -326,7 +332,14 @@ def scorecard_markdown(
     header = ["Chapter", "Holds", "Matched by null", "Fails", "Not measured"]
     widths = [40, 12, 16, 12, 20]
     if recorded:  # the across-seed verdicts first; the counts are of this build's one run
-        header = ["Chapter", "Across seeds", "This run: holds", "Matched by null", "Fails", "Not measured"]
+        header = [
+            "Chapter",
+            "Across seeds",
+            "Run: holds",
+            "Run: matched by null",
+            "Run: fails",
+            "Run: not measured",
+        ]
         widths = [24, 29, 12, 13, 9, 13]  # "Matched" and "measured" fit at 1280 px (site check)
     rows = []
     for ch, cs in chapters.items():
