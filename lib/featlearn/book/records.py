@@ -171,6 +171,13 @@ class Record:
         return [c for cs in self.by_seed.values() for c in cs]
 
     @property
+    def threads(self) -> list[int]:
+        """The torch thread counts its runs used (sorted, each once)."""
+        return sorted(
+            {int(r["torch_threads"]) for r in self.provenance.get("runs", []) if r.get("torch_threads")}
+        )
+
+    @property
     def commit(self) -> str:
         return str(self.provenance.get("commit", "unknown"))
 
@@ -223,12 +230,7 @@ class Record:
             per.setdefault(c.id, []).append(c)
         out = []
         for cid, cs in per.items():
-            nums = [
-                float(c.value)
-                for c in cs
-                if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
-            ]
-            nums = [x for x in nums if not math.isnan(x)]
+            nums = _numbers(cs)
             n, k = len(cs), sum(c.holds is True for c in cs)
             measured = sum(c.holds is not None for c in cs)
             matched = sum(c.status == "matched by null" for c in cs)
@@ -257,6 +259,14 @@ class Record:
                 }
             )
         return out
+
+
+def _numbers(claims: Iterable[Claim]) -> list[float]:
+    """The claims' values that are numbers (not bools), NaN left out."""
+    nums = [
+        float(c.value) for c in claims if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
+    ]
+    return [x for x in nums if not math.isnan(x)]
 
 
 def load_records(root: str | Path) -> list[Record]:
@@ -487,6 +497,11 @@ def _mean_sd(mean: float, sd: float) -> str:
         return f"{_num(mean)} ± {_num(sd)}"
     places = max(0, 1 - math.floor(math.log10(sd)))
     return f"{mean:.{places}f} ± {sd:.{places}f}"
+
+
+def n_seeds(n: int) -> str:
+    """``"1 seed"``, ``"3 seeds"``."""
+    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:
@@ -738,7 +753,7 @@ def _run_minutes(rec: Record) -> str:
         return "no run times recorded"
     span = f"{walls[0]:.0f}" if round(walls[0]) == round(walls[-1]) else f"{walls[0]:.0f}–{walls[-1]:.0f}"
     machine = rec.provenance.get("machine", {})
-    threads = sorted({r.get("torch_threads") for r in runs if r.get("torch_threads")})
+    threads = rec.threads
     where = machine.get("gpu") or machine.get("cpu") or "unknown machine"
     on = f"{'/'.join(map(str, threads))} CPU thread{'s' if threads != [1] else ''}" if threads else "CPU"
     if machine.get("gpu"):
@@ -823,6 +838,11 @@ def profile_comparison_markdown(
 RECORD_VALUE = re.compile(r"\[\[([a-z]+):([A-Za-z0-9_.-]+)(?::(value|q95|holds))?\]\]")
 
 
+def fill_quotes(text: str, chapter: str, records: Sequence[Record], current: CurrentState | None) -> str:
+    """``text`` with every :data:`RECORD_VALUE` quote replaced by the number it names."""
+    return RECORD_VALUE.sub(lambda m: _record_value(m, chapter, records, current), text)
+
+
 def _record_value(
     match: re.Match[str], chapter: str, records: Sequence[Record], current: CurrentState | None
 ) -> str:
@@ -843,11 +863,7 @@ def _record_value(
     if field_ == "q95":
         nums = [float(c.baseline["q95"]) for c in found if c.baseline and c.baseline.get("q95") is not None]
     else:
-        nums = [
-            float(c.value)
-            for c in found
-            if isinstance(c.value, (int, float)) and not isinstance(c.value, bool)
-        ]
+        nums = _numbers(found)
     nums = [x for x in nums if math.isfinite(x)]
     return f"{statistics.fmean(nums):.3g}" if nums else "—"
 
@@ -923,9 +939,7 @@ def fill_record_sections(
         if cell.get("source", "").strip() == RECORDS_PLACEHOLDER:
             cell["source"] = profiles_markdown(chapter, records, verdicts, defined)
         elif "[[" in cell.get("source", ""):
-            cell["source"] = RECORD_VALUE.sub(
-                lambda m: _record_value(m, chapter, records, current), cell["source"]
-            )
+            cell["source"] = fill_quotes(cell["source"], chapter, records, current)
     return site_figures(nb)
 
 
@@ -965,9 +979,7 @@ def _record_notebook(rec: Record, current: CurrentState | None, records: Sequenc
     quoted = list(records) or [rec]
     for cell in nb.cells:  # the page sits one folder below its chapter: relative links move up
         if cell.cell_type == "markdown":
-            cell.source = _links_up(
-                RECORD_VALUE.sub(lambda m: _record_value(m, rec.chapter, quoted, current), cell.source)
-            )
+            cell.source = _links_up(fill_quotes(cell.source, rec.chapter, quoted, current))
         for out in cell.get("outputs", []):
             md = out.get("data", {}).get("text/markdown")
             if md is not None:
@@ -1004,10 +1016,7 @@ def _record_notebook(rec: Record, current: CurrentState | None, records: Sequenc
         ),
         None,
     )
-    heading = (
-        f"# Recorded: {rec.provenance.get('title') or rec.chapter} (`{rec.profile}`, "
-        f"{len(rec.seeds)} seed{'s' if len(rec.seeds) != 1 else ''})"
-    )
+    heading = f"# Recorded: {rec.provenance.get('title') or rec.chapter} (`{rec.profile}`, {n_seeds(len(rec.seeds))})"
     if idx is None:
         nb.cells[0:0] = [nbformat.v4.new_markdown_cell(heading), new]
     else:

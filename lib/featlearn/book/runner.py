@@ -935,13 +935,7 @@ def _build_locked(
                 ),
                 ch,
                 info,
-                [
-                    int(r["torch_threads"])
-                    for rec in recs
-                    if rec.chapter == ch.name and rec.profile == profile
-                    for r in rec.provenance.get("runs", [])
-                    if r.get("torch_threads") is not None
-                ],
+                [t for rec in recs if rec.chapter == ch.name and rec.profile == profile for t in rec.threads],
             ),
             stage / ch.path.relative_to(book.root).with_suffix(".ipynb"),
         )

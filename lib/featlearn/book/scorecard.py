@@ -14,7 +14,7 @@ Everything here is markdown (MyST) for a staged page; nothing here measures anyt
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from featlearn.book import records as _records
@@ -128,13 +128,16 @@ class SeedVerdict:
     #: Seeds whose value passed the rule but not the claim's null.
     matched: int = 0
 
+    def _head(self, profile: bool) -> str:
+        return f"`{self.profile}`, {_records.n_seeds(self.n)}" if profile else _records.n_seeds(self.n)
+
     def describe(self, profile: bool = True) -> str:
         """``"`fast`, 5 seeds: 0.91 ± 0.03 (0.87 to 0.95), 5/5 hold"`` (markdown).
 
         ``profile=False`` leaves out the profile (for a column already headed by it).
         """
         spread = f"{_text(self.spread)}, " if self.spread else ""
-        head = f"`{self.profile}`, {_seeds(self.n)}" if profile else _seeds(self.n)
+        head = self._head(profile)
         if self.verdict == "not measured":
             return f"{head}: {spread}not measured in any seed"
         matched = f" ({self.matched} matched by null)" if self.matched else ""
@@ -146,14 +149,9 @@ class SeedVerdict:
         Its numbers describe older code, so beside this run's verdict they would read as a
         result; the Recorded runs section keeps them, marked stale.
         """
-        head = f"`{self.profile}`, {_seeds(self.n)}" if profile else _seeds(self.n)
         if self.stale:
-            return f"{badge('stale')} {head}: {_text(self.stale)}; no current verdict"
+            return f"{badge('stale')} {self._head(profile)}: {_text(self.stale)}; no current verdict"
         return f"{badge(self.verdict)} {self.describe(profile)}"
-
-
-def _seeds(n: int) -> str:
-    return f"{n} seed" if n == 1 else f"{n} seeds"
 
 
 def seed_verdicts(
@@ -209,14 +207,15 @@ def _across_tally(
     claims: Sequence[Claim], across: Mapping[tuple[str, str], Sequence[SeedVerdict]]
 ) -> dict[str, dict[str, int]]:
     """Per profile, how many of ``claims`` hold, fail or are unstable in current records."""
+    return _tally(sv for c in claims for sv in across.get((c.chapter, c.id), ()))
+
+
+def _tally(verdicts: Iterable[SeedVerdict]) -> dict[str, dict[str, int]]:
+    """Per profile, the count of each verdict among the current (not stale) ``verdicts``."""
     t: dict[str, dict[str, int]] = {}
-    for c in claims:
-        for sv in across.get((c.chapter, c.id), ()):
-            if not sv.stale:
-                t.setdefault(
-                    sv.profile,
-                    dict.fromkeys(_TALLIED, 0),
-                )[sv.verdict] += 1
+    for sv in verdicts:
+        if not sv.stale:
+            t.setdefault(sv.profile, dict.fromkeys(_TALLIED, 0))[sv.verdict] += 1
     return t
 
 
@@ -430,22 +429,14 @@ def replication_summary_markdown(
     """
     rows = []
     for ch, title in titles.items():
-        tally: dict[str, dict[str, int]] = {}
-        seeds: dict[str, int] = {}
-        stale: set[str] = set()
-        for (chapter, _), svs in across.items():
-            if chapter != ch:
-                continue
-            for sv in svs:
-                if sv.stale:
-                    stale.add(sv.profile)
-                else:
-                    tally.setdefault(sv.profile, dict.fromkeys(_TALLIED, 0))[sv.verdict] += 1
-                    seeds[sv.profile] = max(seeds.get(sv.profile, 0), sv.n)
+        svs = [sv for (chapter, _), found in across.items() if chapter == ch for sv in found]
+        tally = _tally(svs)
+        stale = {sv.profile for sv in svs if sv.stale}
+        seeds = {p: max(sv.n for sv in svs if sv.profile == p and not sv.stale) for p in tally}
         row = [f"{{doc}}`{_role_text(title)} <{ch}>`"]
         for p, empty in _SUMMARY_PROFILES.items():
             if p in tally and tally[p]["too few seeds"] == sum(tally[p].values()):
-                row.append(f"{_seeds(seeds[p])} so far: no verdict yet")
+                row.append(f"{_records.n_seeds(seeds[p])} so far: no verdict yet")
             elif p in tally:
                 row.append(", ".join(_count(n, k) for k, n in tally[p].items() if n))
             else:

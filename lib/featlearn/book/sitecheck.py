@@ -276,20 +276,15 @@ def _math_problems(tab: Any) -> list[str]:
 
 def _verdict_problems(tab: Any) -> list[str]:
     seen = tab.evaluate(_VERDICT_JS, [VERDICT_SELECTOR, MAX_REPORTED])
-    return (
-        [f"verdict mark has zero width: {s}" for s in seen["shown"]]
-        + (
-            [f"... {seen['zero'] - len(seen['shown'])} more zero-width verdict marks"]
-            if seen["zero"] > len(seen["shown"])
-            else []
-        )
-        + [f"verdict badge spills out of its table cell over the next one: {s}" for s in seen["spillShown"]]
-        + (
-            [f"... {seen['spill'] - len(seen['spillShown'])} more badges spill out of their cells"]
-            if seen["spill"] > len(seen["spillShown"])
-            else []
-        )
+    zero = [f"verdict mark has zero width: {s}" for s in seen["shown"]] + (
+        [f"... {seen['zero'] - len(seen['shown'])} more zero-width verdict marks"]
+        if seen["zero"] > len(seen["shown"])
+        else []
     )
+    spill = [f"verdict badge spills out of its table cell over the next one: {s}" for s in seen["spillShown"]]
+    if spill:
+        spill[-1] += _more(seen["spill"], len(spill))
+    return zero + spill
 
 
 def check_pages(

@@ -64,10 +64,10 @@ __all__ = [
     "sweep",
 ]
 
-#: The across-seed verdict rule, as stated on summary pages.
 #: The fewest seeds that give an across-seed verdict: with one or two, one seed's luck decides.
 MIN_SEEDS = 3
 
+#: The across-seed verdict rule, as stated on summary pages.
 SEED_VERDICT_RULE = (
     "Across seeds, a claim **holds** if it holds in at least ⌈0.8 n⌉ of its n runs, **fails** "
     "if it holds in at most ⌊0.2 n⌋ of them, and is **unstable** otherwise; a run in which the "
