@@ -414,7 +414,7 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     )
     assert (other / "book" / "fixture.md").read_text() != text
     with_full = rec.current_state(Book(other).chapters(), PINNED_LIB)
-    assert loaded.provenance["chapter_hash_scope"] == "profile" and not loaded.staleness(with_full)
+    assert loaded.provenance["chapter_hash_scope"] == "computation" and not loaded.staleness(with_full)
     assert loaded.provenance["library_hash_scope"] == "imports"
     assert {"claims.py", "book/page.py"} <= set(loaded.provenance["library_modules"])
     assert "rfm.py" not in loaded.provenance["library_modules"]  # the fixture never imports it
@@ -428,6 +428,16 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
         },
     )
     assert not legacy.staleness(current) and legacy.staleness(with_full).chapter_changed
+    # ...and one made before hashes left out presentation cells compares every code cell of its profile
+    per_profile = dataclasses.replace(
+        loaded,
+        provenance={
+            **loaded.provenance,
+            "chapter_hash_scope": "profile",
+            "chapter_hash": current.chapter_hashes["fixture@tiny"],
+        },
+    )
+    assert per_profile.hash_key == "fixture@tiny" and not per_profile.staleness(with_full)
     edited = tmp_path / "edited"
     shutil.copytree(book, edited, ignore=shutil.ignore_patterns("_build", "records"))
     with open(edited / "book" / "fixture.md", "a") as fh:

@@ -116,9 +116,10 @@ class Staleness:
 class CurrentState:
     """The library hash and each chapter's code hash now, to compare records against.
 
-    ``chapter_hashes`` maps a chapter to the hash of its code and every profile, and
-    ``"<chapter>@<profile>"`` to the hash of its code and that one profile
-    (:func:`featlearn.book.sweep.text_hash`).
+    ``chapter_hashes`` maps a chapter to the hash of its code and every profile,
+    ``"<chapter>@<profile>"`` to the hash of its code and that one profile, and
+    ``"<chapter>@<profile>/computation"`` to that hash without presentation cells
+    (:func:`featlearn.book.sweep.text_hash`): one key per way records have been hashed.
     """
 
     library_hash: str
@@ -140,8 +141,9 @@ def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> C
     libs: dict[str, str] = {}
     for c in chs:
         text = c.path.read_text(encoding="utf-8")
-        hashes[c.name] = text_hash(text)
-        hashes.update({f"{c.name}@{p}": text_hash(text, p) for p in c.profiles})
+        hashes[c.name] = text_hash(text, presentation=True)
+        hashes.update({f"{c.name}@{p}": text_hash(text, p, presentation=True) for p in c.profiles})
+        hashes.update({f"{c.name}@{p}/computation": text_hash(text, p) for p in c.profiles})
         libs[c.name] = library_hash or _library_hash(chapter=text)
     return CurrentState(
         library_hash=library_hash or _library_hash(),
@@ -198,10 +200,15 @@ class Record:
     def hash_key(self) -> str:
         """The :class:`CurrentState` key its chapter hash compares with.
 
-        A record made since hashes cover one profile (``chapter_hash_scope: profile``) is
-        compared with its own profile's hash; an older one with the whole front matter's.
+        A record made since hashes leave out presentation cells (``chapter_hash_scope:
+        computation``) is compared with its profile's hash without them; one made since
+        hashes cover one profile (``profile``) with its profile's hash of every code cell; an
+        older one with the whole front matter's.
         """
-        if self.provenance.get("chapter_hash_scope") == "profile":
+        scope = self.provenance.get("chapter_hash_scope")
+        if scope == "computation":
+            return f"{self.chapter}@{self.profile}/computation"
+        if scope == "profile":
             return f"{self.chapter}@{self.profile}"
         return self.chapter
 
@@ -351,7 +358,7 @@ def write_record(
         "commit": commit,
         "library_hash": library_hash,
         "chapter_hash": first["chapter_hash"],
-        "chapter_hash_scope": "profile",  # the code and this profile's front matter only
+        "chapter_hash_scope": "computation",  # code cells but presentation ones, this profile's front matter
         "library_hash_scope": "imports",  # the library modules the chapter imports, transitively
         "library_modules": chapter_modules(chapter.path.read_text(encoding="utf-8")),
         "parameters": params,
@@ -408,6 +415,38 @@ def write_record(
             stacklevel=2,
         )
     return dest
+
+
+def rehash_computation(rec: Record, text_at_commit: str) -> dict[str, Any]:
+    """The provenance of ``rec`` with its chapter hash moved to the ``computation`` scope.
+
+    Why: the hash that leaves out presentation cells is a function of the chapter text the
+    record was made from, so it can be computed later from that text (the chapter file at
+    the record's commit) without rerunning anything. The text is first checked to give the
+    stored hash under the record's own scope; the old hash is kept.
+
+    Raises
+    ------
+    ValueError
+        When ``text_at_commit`` does not give the record's stored hash (not the text it was
+        made from), or the record's scope is neither ``profile`` nor ``computation``.
+    """
+    prov = dict(rec.provenance)
+    scope = prov.get("chapter_hash_scope")
+    if scope == "computation":
+        return prov
+    if scope != "profile":
+        raise ValueError(f"{rec.path}: only a record hashed per profile can be rehashed (scope {scope!r})")
+    if text_hash(text_at_commit, rec.profile, presentation=True) != prov.get("chapter_hash"):
+        raise ValueError(f"{rec.path}: the text given is not the chapter this record was made from")
+    prov["chapter_hash_with_presentation"] = prov["chapter_hash"]
+    prov["chapter_hash"] = text_hash(text_at_commit, rec.profile)
+    prov["chapter_hash_scope"] = "computation"
+    prov["rehashed"] = (
+        f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d}: presentation cells left out of the chapter hash "
+        f"(featlearn.book.cells), computed from book/{rec.chapter}.md at {rec.commit}, which gives the old hash"
+    )
+    return prov
 
 
 @dataclass

@@ -190,22 +190,29 @@ def parse_grid(items: Sequence[str] | None) -> dict[str, list[Any]]:
     return grid
 
 
-def text_hash(text: str, profile: str | None = None) -> str:
-    """sha256 of a chapter's code: what it computes, so that editing its prose keeps its records current.
+def text_hash(text: str, profile: str | None = None, *, presentation: bool = False) -> str:
+    """sha256 of what a chapter computes, so that editing its prose or figures keeps its records current.
 
     The hash covers the code cells (source and tags) and the ``featlearn`` front matter;
-    Markdown cells are left out. With ``profile``, only that profile's entry of
-    ``featlearn.profiles`` counts (adding or editing another profile, e.g. ``full``, keeps a
-    ``fast`` record current); without it, every profile counts. A text that jupytext cannot
-    read is hashed whole.
+    Markdown cells are left out, and so are presentation cells, code that provably only
+    draws (:func:`featlearn.book.cells.presentation_cells`), unless ``presentation=True``
+    (how records made before that rule were hashed). With ``profile``, only that
+    profile's entry of ``featlearn.profiles`` counts (adding or editing another profile,
+    e.g. ``full``, keeps a ``fast`` record current); without it, every profile counts. A
+    text that jupytext cannot read is hashed whole.
     """
     import jupytext
+
+    from featlearn.book.cells import presentation_cells
 
     try:
         nb = jupytext.reads(text, fmt="md:myst")
     except Exception:  # not a chapter: hash the text itself
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
-    code = [[c.source, sorted(c.metadata.get("tags", []))] for c in nb.cells if c.cell_type == "code"]
+    cells = [c for c in nb.cells if c.cell_type == "code"]
+    tags = [sorted(c.metadata.get("tags", [])) for c in cells]
+    drawn = set() if presentation else presentation_cells([c.source for c in cells], tags)
+    code = [[c.source, t] for i, (c, t) in enumerate(zip(cells, tags)) if i not in drawn]
     meta = dict(nb.metadata.get("featlearn", {}))
     if profile is not None:
         profiles = meta.pop("profiles", {}) or {}
