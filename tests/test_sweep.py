@@ -415,7 +415,18 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
     assert (other / "book" / "fixture.md").read_text() != text
     with_full = rec.current_state(Book(other).chapters(), PINNED_LIB)
     assert loaded.provenance["chapter_hash_scope"] == "computation" and not loaded.staleness(with_full)
-    assert loaded.provenance["library_hash_scope"] == "imports"
+    assert loaded.provenance["library_hash_scope"] == "computation"
+    # a record whose library hash counted drawing modules compares with the hash that does
+    drawn = dataclasses.replace(
+        loaded,
+        provenance={
+            **loaded.provenance,
+            "library_hash_scope": "imports",
+            "library_hash": current.chapter_library_hashes_with_presentation["fixture"],
+        },
+    )
+    assert not drawn.staleness(current)
+    assert drawn.staleness(dataclasses.replace(current, chapter_library_hashes_with_presentation={})).library_changed
     assert {"claims.py", "book/page.py"} <= set(loaded.provenance["library_modules"])
     assert "rfm.py" not in loaded.provenance["library_modules"]  # the fixture never imports it
     # ...while a record made before hashes covered one profile compares the whole front matter
@@ -505,6 +516,13 @@ def test_library_hash_ignores_pipeline_modules_only(tmp_path, monkeypatch):
         (pkg / changed).write_text("# edited\n", encoding="utf-8")
         assert library_hash() != before
         before = library_hash()
+    # a drawing-only module: records stay current, the build re-runs chapters (their figures change)
+    before_run, before_drawn = library_hash(with_runner=True), library_hash(presentation=True)
+    (pkg / "plots.py").write_text("# restyled\n", encoding="utf-8")
+    # ...and a chapter that starts to import plots keeps its record's hash
+    assert library_hash() == before
+    assert library_hash(chapter="from featlearn import plots\n") == library_hash(chapter="import numpy\n")
+    assert library_hash(with_runner=True) != before_run and library_hash(presentation=True) != before_drawn
 
 
 def test_a_chapter_library_hash_covers_what_it_imports_transitively(tmp_path):

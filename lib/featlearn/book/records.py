@@ -125,8 +125,11 @@ class CurrentState:
     library_hash: str
     chapter_hashes: Mapping[str, str]
     titles: Mapping[str, str] = field(default_factory=dict)
-    #: Per chapter, the hash of only the library modules it imports (``runner.chapter_modules``).
+    #: Per chapter, the hash of only the library modules it imports (``runner.chapter_modules``),
+    #: drawing-only modules (``runner._PRESENTATION_MODULES``) left out.
     chapter_library_hashes: Mapping[str, str] = field(default_factory=dict)
+    #: The same with the drawing-only modules counted: how records made before that rule were hashed.
+    chapter_library_hashes_with_presentation: Mapping[str, str] = field(default_factory=dict)
 
 
 def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> CurrentState:
@@ -139,17 +142,20 @@ def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> C
     chs = list(chapters)
     hashes: dict[str, str] = {}
     libs: dict[str, str] = {}
+    libs_drawn: dict[str, str] = {}
     for c in chs:
         text = c.path.read_text(encoding="utf-8")
         hashes[c.name] = text_hash(text, presentation=True)
         hashes.update({f"{c.name}@{p}": text_hash(text, p, presentation=True) for p in c.profiles})
         hashes.update({f"{c.name}@{p}/computation": text_hash(text, p) for p in c.profiles})
         libs[c.name] = library_hash or _library_hash(chapter=text)
+        libs_drawn[c.name] = library_hash or _library_hash(chapter=text, presentation=True)
     return CurrentState(
-        library_hash=library_hash or _library_hash(),
+        library_hash=library_hash or _library_hash(presentation=True),  # records before imports-only hashes
         chapter_hashes=hashes,
         titles={c.name: c.title for c in chs},
         chapter_library_hashes=libs,
+        chapter_library_hashes_with_presentation=libs_drawn,
     )
 
 
@@ -215,13 +221,17 @@ class Record:
     def staleness(self, current: CurrentState) -> Staleness:
         """:meth:`stale` against a :class:`CurrentState`.
 
-        A record made since library hashes cover a chapter's imports only
-        (``library_hash_scope: imports``) is compared with its chapter's; an older one with
-        the whole library's.
+        A record made since library hashes cover a chapter's imports without drawing-only
+        modules (``library_hash_scope: computation``) is compared with that hash; one made
+        since they cover its imports (``imports``) with the same counting drawing modules;
+        an older one with the whole library's.
         """
         lib = current.library_hash
-        if self.provenance.get("library_hash_scope") == "imports":
+        scope = self.provenance.get("library_hash_scope")
+        if scope == "computation":
             lib = current.chapter_library_hashes.get(self.chapter, "")
+        elif scope == "imports":
+            lib = current.chapter_library_hashes_with_presentation.get(self.chapter, "")
         return self.stale(lib, current.chapter_hashes.get(self.hash_key))
 
     def summary(self) -> list[dict[str, Any]]:
@@ -359,7 +369,7 @@ def write_record(
         "library_hash": library_hash,
         "chapter_hash": first["chapter_hash"],
         "chapter_hash_scope": "computation",  # code cells but presentation ones, this profile's front matter
-        "library_hash_scope": "imports",  # the library modules the chapter imports, transitively
+        "library_hash_scope": "computation",  # the modules the chapter imports, transitively, but plots
         "library_modules": chapter_modules(chapter.path.read_text(encoding="utf-8")),
         "parameters": params,
         "machine": _machine(first.get("env", {})),

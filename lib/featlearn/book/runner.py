@@ -148,6 +148,13 @@ _PIPELINE_ONLY = frozenset(
 )
 
 
+#: Library modules that only draw: every function returns a figure or an image array and
+#: leaves its inputs and the random generators as they were (``tests/test_plots.py`` checks
+#: each one by running it). A record's hash leaves them out, so restyling the book's figures
+#: keeps records current; the build's cache of executed chapters counts them.
+_PRESENTATION_MODULES = frozenset({"plots.py"})
+
+
 #: Modules every chapter's results depend on whatever it imports: the package itself,
 #: ``page`` (seeding, threads, value checks) and ``notebooks`` (parameter resolution).
 _ALWAYS = ("__init__.py", "book/__init__.py", "book/page.py", "book/notebooks.py")
@@ -232,7 +239,13 @@ def chapter_modules(chapter_text: str, root: Path | None = None) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in files)
 
 
-def _library_hash(*, with_runner: bool = False, chapter: str | None = None, root: Path | None = None) -> str:
+def _library_hash(
+    *,
+    with_runner: bool = False,
+    chapter: str | None = None,
+    root: Path | None = None,
+    presentation: bool | None = None,
+) -> str:
     """sha256 of the library code that computes results (science modules, ``page``, ``notebooks``).
 
     ``with_runner=True`` hashes this module too: the build's cache of executed chapters uses
@@ -240,15 +253,18 @@ def _library_hash(*, with_runner: bool = False, chapter: str | None = None, root
     are rendered or checked (Scorecard, records, site check) does not. With ``chapter`` (a
     chapter's text), only the files :func:`chapter_modules` finds count: a record of one
     chapter stays current when a module it never imports changes. ``root``: the package folder
-    to hash (default: this installed package).
+    to hash (default: this installed package). ``presentation``: whether the drawing-only
+    modules (:data:`_PRESENTATION_MODULES`) count; by default they do for the build's cache
+    (``with_runner``) and not for records.
     """
     root = root or Path(__file__).parent.parent
     skip = _PIPELINE_ONLY - {"runner.py"} if with_runner else _PIPELINE_ONLY
+    drawing = set() if (with_runner if presentation is None else presentation) else _PRESENTATION_MODULES
     only = set(chapter_modules(chapter, root)) if chapter is not None else None
     h = hashlib.sha256()
     for p in sorted(root.rglob("*.py")):
         rel = p.relative_to(root)
-        if rel.parts[0] == "book" and rel.name in skip:
+        if (rel.parts[0] == "book" and rel.name in skip) or rel.as_posix() in drawing:
             continue
         if (
             only is not None
