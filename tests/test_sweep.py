@@ -426,7 +426,9 @@ def test_record_round_trip_and_stale_marking(swept, pinned, capsys, tmp_path):
         },
     )
     assert not drawn.staleness(current)
-    assert drawn.staleness(dataclasses.replace(current, chapter_library_hashes_with_presentation={})).library_changed
+    assert drawn.staleness(
+        dataclasses.replace(current, chapter_library_hashes_with_presentation={})
+    ).library_changed
     assert {"claims.py", "book/page.py"} <= set(loaded.provenance["library_modules"])
     assert "rfm.py" not in loaded.provenance["library_modules"]  # the fixture never imports it
     # ...while a record made before hashes covered one profile compares the whole front matter

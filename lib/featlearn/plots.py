@@ -1,6 +1,9 @@
-"""Figures the chapters share: filters as images, per-layer correlations, filtered images.
+"""Figures the chapters share, and the book's one figure style.
 
 Why: a reader would rather look than read; one style across chapters makes figures comparable.
+Every function here only draws: it returns a figure (or an image array) and leaves its inputs
+and the random generators as they were, which ``tests/test_plots.py`` checks by running each.
+Records therefore do not go stale when this module changes (``runner._PRESENTATION_MODULES``).
 """
 
 from __future__ import annotations
@@ -8,12 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "BOOK_STYLE",
+    "COLUMN_INCHES",
+    "MIN_DISPLAY_PT",
+    "use_book_style",
+    "small_text",
     "filter_grid",
     "show_filters",
     "show_filtered",
@@ -22,6 +31,85 @@ __all__ = [
     "plot_spectra",
     "plot_iterations",
 ]
+
+
+#: Width of the book's text column in inches (688 px at 96 px per inch): a wider figure is
+#: shrunk to it, and its text with it.
+COLUMN_INCHES = 7.2
+#: The smallest text a reader should meet on the page, in points at displayed size.
+MIN_DISPLAY_PT = 9.0
+#: A colour-blind-safe cycle (Okabe & Ito), in matplotlib's order of roles: C7 stays grey.
+_PALETTE = [
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#994F00",
+    "#7F7F7F",
+    "#B8A000",
+    "#000000",
+]
+
+#: The book's matplotlib settings: text that stays at least :data:`MIN_DISPLAY_PT` on the page
+#: for figures up to 8 in wide, light grids, no top or right spines.
+BOOK_STYLE: dict[str, Any] = {
+    "font.size": 11.0,
+    "axes.titlesize": 11.0,
+    "axes.labelsize": 11.0,
+    "xtick.labelsize": 10.0,
+    "ytick.labelsize": 10.0,
+    "legend.fontsize": 10.0,
+    "legend.title_fontsize": 10.0,
+    "figure.titlesize": 12.0,
+    "axes.prop_cycle": mpl.rcsetup.cycler(color=_PALETTE),
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.frameon": False,
+    "figure.dpi": 100.0,
+    "savefig.dpi": 100.0,
+}
+
+
+def use_book_style() -> None:
+    """Apply :data:`BOOK_STYLE` to every later figure (chapters call it once, after their imports)."""
+    mpl.style.use(BOOK_STYLE)
+
+
+def small_text(
+    fig: plt.Figure, *, column_inches: float = COLUMN_INCHES, min_pt: float = MIN_DISPLAY_PT
+) -> list[str]:
+    """The texts of ``fig`` that a reader would see smaller than ``min_pt`` on the page.
+
+    A figure wider than the column is shrunk to it, so a text of size ``s`` displays at
+    ``s * min(1, column_inches / width)``. Returns ``"'label' at 7.3 pt"`` per such text
+    (visible, non-empty ones only; tick labels included): empty when the figure reads well.
+    """
+    from matplotlib.text import Text
+
+    fig.canvas.draw()  # tick labels exist only once drawn
+    scale = min(1.0, column_inches / fig.get_figwidth())
+    out = []
+    for t in fig.findobj(Text):
+        size = float(t.get_fontsize()) * scale
+        if t.get_visible() and t.get_text().strip() and size < min_pt - 1e-9:
+            out.append(f"{t.get_text()!r} at {size:.1f} pt")
+    return out
+
+
+def _fit(width: float, height: float, max_width: float = 8.0) -> tuple[float, float]:
+    """``(width, height)`` scaled down together to at most ``max_width`` inches wide."""
+    k = min(1.0, max_width / width)
+    return width * k, height * k
+
+
+def _grid(n: int, ncols: int = 2) -> tuple[int, int]:
+    """Rows and columns for ``n`` panels, at most ``ncols`` a row (two keep text readable)."""
+    cols = max(1, min(ncols, n))
+    return -(-n // cols), cols
 
 
 def filter_grid(vectors: torch.Tensor, c_in: int, q: int) -> np.ndarray:
@@ -52,7 +140,7 @@ def show_filters(
 ) -> plt.Figure:
     """A grid of filters: one row per entry of ``rows`` (label → (k, c_in·q·q) tensor)."""
     k = max(len(v) for v in rows.values())
-    fig, axes = plt.subplots(len(rows), k, figsize=(1.1 * k + 1.2, 1.2 * len(rows) + 0.4), squeeze=False)
+    fig, axes = plt.subplots(len(rows), k, figsize=_fit(1.1 * k + 1.6, 1.2 * len(rows) + 0.6), squeeze=False)
     for r, (label, vecs) in enumerate(rows.items()):
         grid = filter_grid(vecs, c_in, q)
         for c in range(k):
@@ -66,8 +154,8 @@ def show_filters(
             else:
                 ax.axis("off")
             if r == len(rows) - 1:
-                ax.set_xlabel(f"{col_label} {c + 1}", fontsize=8)
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+                ax.set_xlabel(f"{col_label} {c + 1}")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -87,7 +175,7 @@ def show_filtered(
     w = filters.detach().cpu().float().reshape(-1, c_in, q, q)
     resp = F.conv2d(imgs, w, padding=q // 2)  # (n, k, H, W)
     n, k = imgs.shape[0], w.shape[0]
-    fig, axes = plt.subplots(n, k + 1, figsize=(1.6 * (k + 1), 1.6 * n), squeeze=False)
+    fig, axes = plt.subplots(n, k + 1, figsize=_fit(1.6 * (k + 1), 1.6 * n + 0.3), squeeze=False)
     for i in range(n):
         im = imgs[i].permute(1, 2, 0).numpy()
         im = (im - im.min()) / (im.max() - im.min() + 1e-12)
@@ -99,9 +187,9 @@ def show_filtered(
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0, 0].set_title("image", fontsize=9)
+    axes[0, 0].set_title("image")
     for j in range(k):
-        axes[0, j + 1].set_title(filter_labels[j] if filter_labels else f"filter {j + 1}", fontsize=9)
+        axes[0, j + 1].set_title(filter_labels[j] if filter_labels else f"filter {j + 1}")
     fig.tight_layout()
     return fig
 
@@ -123,8 +211,12 @@ def plot_layer_correlations(
     import seaborn as sns
 
     panels = list(dict.fromkeys(frame[panel]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
-    for ax, p in zip(axes[0], panels):
+    nrows, ncols = _grid(len(panels))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
+    last = axes.flat[len(panels) - 1]
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, panels):
         sub = frame[frame[panel] == p]
         sns.lineplot(
             data=sub,
@@ -135,7 +227,7 @@ def plot_layer_correlations(
             markers=True,
             dashes=False,
             ax=ax,
-            legend=ax is axes[0, -1],
+            legend=ax is last,
             sort=False,
         )
         ax.set_title(str(p))
@@ -144,8 +236,8 @@ def plot_layer_correlations(
         ax.set_ylim(*ylim)
         ax.axhline(0.9, color="grey", lw=0.8, ls=":")
         ax.tick_params(axis="x", rotation=45)
-    if axes[0, -1].get_legend() is not None:
-        sns.move_legend(axes[0, -1], "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
+    if last.get_legend() is not None:
+        sns.move_legend(last, "upper left", bbox_to_anchor=(1.02, 1), frameon=False)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -191,7 +283,7 @@ def plot_energy_profiles(
     ax.set_xlabel("principal component of the patches (decreasing variance)")
     ax.set_ylabel("energy (max-normalised)")
     ax.set_ylim(0, 1.08)
-    ax.legend(fontsize=8)
+    ax.legend()
     if title:
         ax.set_title(title)
     return ax
@@ -206,7 +298,7 @@ def plot_spectra(spectra: dict[str, torch.Tensor], *, ax: plt.Axes | None = None
         ax.semilogy(np.arange(1, len(lam2) + 1), (lam2 / lam2.sum()).numpy(), marker="o", ms=4, label=label)
     ax.set_xlabel("principal component")
     ax.set_ylabel("λ² / Σλ² (fraction of patch variance)")
-    ax.legend(fontsize=8)
+    ax.legend()
     return ax
 
 
@@ -249,7 +341,7 @@ def plot_iterations(
         ylabel=f"{column} accuracy (%)",
         title=title,
     )
-    ax.legend(fontsize=8)
+    ax.legend()
     fig.tight_layout()
     return fig
 
@@ -270,7 +362,7 @@ def plot_metric_nulls(
     panels
         Panel title → (row label → a number, drawn as one large marker, or a 1-d sequence of
         null draws, drawn as dots with their 5–95th percentile range as a bar). At most 3
-        panels (one row); rows are drawn top to bottom in the given order.
+        panels, two a row; rows are drawn top to bottom in the given order.
     xlabels
         Panel title → x-axis label (default: the title).
     title
@@ -283,9 +375,14 @@ def plot_metric_nulls(
     if not 1 <= len(panels) <= 3:
         raise ValueError(f"plot_metric_nulls draws 1 to 3 panels, got {len(panels)}")
     n_rows = max(len(rows) for rows in panels.values())
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 0.55 * n_rows + 1.4), squeeze=False)
-    rng = np.random.default_rng(0)  # jitter only
-    for ax, (name, rows) in zip(axes[0], panels.items()):
+    nrows, ncols = _grid(len(panels))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.0 * ncols, (0.55 * n_rows + 1.6) * nrows), squeeze=False
+    )
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    rng = np.random.default_rng(0)  # jitter only: a generator of its own, the global ones untouched
+    for ax, (name, rows) in zip(axes.flat, panels.items()):
         labels = list(rows)
         for i, label in enumerate(labels):
             y = len(labels) - 1 - i
@@ -296,13 +393,13 @@ def plot_metric_nulls(
                 ax.plot(v, y + rng.uniform(-0.15, 0.15, v.size), "o", ms=4, alpha=0.6, color="C0")
                 lo, hi = np.quantile(v, [0.05, 0.95])
                 ax.plot([lo, hi], [y - 0.3, y - 0.3], color="k", lw=2)
-        ax.set_yticks(range(len(labels)), labels[::-1], fontsize=8)
+        ax.set_yticks(range(len(labels)), labels[::-1])
         ax.set_xlabel((xlabels or {}).get(name, name))
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name)
         ax.set_ylim(-0.7, len(labels) - 0.4)
         ax.grid(axis="x", alpha=0.3)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -319,7 +416,7 @@ def plot_learning_curve(curves: Mapping[str, Any], *, title: str = "") -> plt.Fi
         Panel title → a table as :func:`featlearn.rfm.learning_curve` returns (columns
         ``n``, ``fixed CNTK``, ``ConvRFM`` and, if present, ``last metric``, accuracies in
         [0, 1]). Several draws at one n are drawn as dots and joined at their mean. At most 3
-        panels.
+        panels, two a row.
     title
         Figure title.
 
@@ -330,8 +427,11 @@ def plot_learning_curve(curves: Mapping[str, Any], *, title: str = "") -> plt.Fi
     """
     if not 1 <= len(curves) <= 3:
         raise ValueError(f"plot_learning_curve draws 1 to 3 panels, got {len(curves)}")
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.6 * len(curves), 3.5), squeeze=False)
-    for ax, (name, frame) in zip(axes[0], curves.items()):
+    nrows, ncols = _grid(len(curves))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in list(axes.flat)[len(curves) :]:
+        ax.set_visible(False)
+    for ax, (name, frame) in zip(axes.flat, curves.items()):
         styles = [("fixed CNTK", "C7", "s", "-"), ("ConvRFM", "C0", "o", "-")]
         if "last metric" in frame:
             styles.append(("last metric", "C1", "^", "--"))
@@ -346,9 +446,9 @@ def plot_learning_curve(curves: Mapping[str, Any], *, title: str = "") -> plt.Fi
         ax.set_xticks(sorted(set(frame["n"])), [str(n) for n in sorted(set(frame["n"]))])
         ax.minorticks_off()
         ax.set(xlabel="training images n (log scale)", ylabel="test accuracy (%)", title=name)
-        ax.legend(fontsize=8)
+        ax.legend()
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -365,7 +465,7 @@ def plot_cnfa_nulls(
     layer: str = "layer",
     ylabel: str = "Pearson correlation",
     title: str | None = None,
-    ncols: int = 3,
+    ncols: int = 2,
 ) -> plt.Figure:
     """Per layer: measured ansatz correlations as lines, each null's 5–95% range as a bar.
 
@@ -399,7 +499,7 @@ def plot_cnfa_nulls(
     nrows = -(-len(panels) // ncols)
     legend = 0.25 * -(-(len(kinds) + len(value_columns)) // 2) + 0.3  # inches under the panels
     height = 3.6 * nrows + legend
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, height), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, height), squeeze=False, sharey=True)
     width = 0.6 / max(1, len(kinds))
     for ax, p in zip(axes.flat, panels):
         vals = values[values[panel] == p]
@@ -417,8 +517,8 @@ def plot_cnfa_nulls(
             ax.plot(off, mean, "_", color=f"C{j + 2}", ms=7)
         for k, (col, label) in enumerate(value_columns.items()):
             ax.plot(x, vals[col], marker="os^D"[k % 4], color=f"C{k}" if k < 2 else f"C{k + 6}", label=label)
-        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=8)
-        ax.set_title(str(p), fontsize=10)
+        ax.set_xticks(x, names, rotation=45, ha="right")
+        ax.set_title(str(p))
         ax.set_xlabel("conv layer (input to output)")
         ax.set_ylabel(ylabel)
         ax.axhline(0.9, color="grey", lw=0.8, ls=":")
@@ -426,9 +526,9 @@ def plot_cnfa_nulls(
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=11)
+        fig.suptitle(title)
     fig.tight_layout(rect=(0, legend / height, 1, 1))
     return fig
 

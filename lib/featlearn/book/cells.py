@@ -11,7 +11,8 @@ change nothing a later computation reads:
 - it mutates only objects it created itself (no ``x[k] = ...``, ``x.a = ...``, ``+=``,
   ``inplace=``/``out=``, in-place methods such as ``append``/``update``/``add_``/``eval``
   on anything it did not create);
-- it calls only builtins, drawing and array modules (``plt``, ``sns``, ``plots``, ``np``,
+- it imports only drawing modules (matplotlib, seaborn, ``featlearn.plots``) and calls only
+  builtins, drawing and array modules (``plt``, ``sns``, ``plots``, ``np``,
   ``pd``, ``torch``, ``math``, ``display``/``Markdown``) and methods of objects; never a
   chapter name such as a model or a science module (``nlgp.ipr``), which could train,
   sample or cache;
@@ -117,6 +118,21 @@ def _fresh_names(tree: ast.Module) -> set[str]:
     return fresh
 
 
+#: Modules a presentation cell may import: drawing only (``featlearn.plots`` is checked to be).
+_DRAWING_MODULES = frozenset({"matplotlib", "matplotlib.pyplot", "seaborn", "featlearn.plots"})
+
+
+def _draws(node: ast.Import | ast.ImportFrom) -> bool:
+    """Whether an import brings in drawing modules only (``from featlearn import plots``, ``import seaborn``)."""
+    if isinstance(node, ast.Import):
+        return all(a.name in _DRAWING_MODULES for a in node.names)
+    if node.level or node.module is None:
+        return False
+    return node.module in _DRAWING_MODULES or all(
+        f"{node.module}.{a.name}" in _DRAWING_MODULES for a in node.names
+    )
+
+
 def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
     """Why the cell may change what later cells compute, or None when it only draws."""
     fresh = _fresh_names(tree)
@@ -124,6 +140,8 @@ def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and _draws(node):
+            continue
         if isinstance(node, (ast.Global, ast.Nonlocal, ast.Delete, ast.FunctionDef, ast.AsyncFunctionDef,
                              ast.ClassDef, ast.Import, ast.ImportFrom, ast.Await, ast.Yield)):  # fmt: skip
             return f"line {line}: {type(node).__name__.lower()}"
