@@ -182,3 +182,36 @@ def test_rehash_needs_the_recorded_text(tmp_path):
     assert new["chapter_hash"] == text_hash(CHAPTER.format(title="Energy", tag="x", extra=""), "tiny")
     with pytest.raises(ValueError, match="not the chapter this record was made from"):
         rec.rehash_computation(record, CHAPTER.format(title="Figure 1", tag="x", extra=" + 1"))
+
+
+def test_library_never_draws_from_the_global_numpy_or_python_generators():
+    """Drawing libraries may consume NumPy's global stream (seaborn's strip-plot jitter does).
+
+    That cannot reach a result only because no featlearn code draws from the global NumPy or
+    Python generators (it seeds them, in utils.seed_everything, and uses its own generators).
+    """
+    import ast
+    from pathlib import Path
+
+    import featlearn
+
+    bad = []
+    for path in Path(featlearn.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute):
+                inner = node.value
+                if (
+                    isinstance(inner.value, ast.Name)
+                    and inner.value.id in {"np", "numpy"}
+                    and inner.attr == "random"
+                ):
+                    if node.attr not in {"default_rng", "Generator", "SeedSequence", "PCG64", "seed"}:
+                        bad.append(f"{path.name}:{node.lineno} np.random.{node.attr}")
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "random"
+            ):
+                if node.attr != "seed":
+                    bad.append(f"{path.name}:{node.lineno} random.{node.attr}")
+    assert bad == []

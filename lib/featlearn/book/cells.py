@@ -17,7 +17,9 @@ change nothing a later computation reads:
   chapter name such as a model or a science module (``nlgp.ipr``), which could train,
   sample or cache;
 - it draws no random numbers (no ``rand``, ``seed``, ``sample``, ``shuffle``,
-  ``Generator``..., nor a name like ``gen``/``rng``), so later draws are unchanged.
+  ``Generator``..., nor a name like ``gen``/``rng``), so later draws are unchanged. (A
+  drawing library may still use NumPy's global stream, as seaborn's jitter does; no
+  featlearn code draws from it, which ``tests/test_cells.py`` checks.)
 
 A cell that fails any of these counts as computation, and so does anything it cannot
 parse. The rule errs only towards staleness.
