@@ -728,3 +728,26 @@ def test_a_captioned_figure_cell_keeps_only_its_images_and_record_pages_rename_l
     rec.site_figures(nb, "full-")
     assert nb.cells[0].metadata["mystnb"]["figure"]["name"] == "full-fig-a" and len(nb.cells) == 3
     assert nb.cells[2].source == "{numref}`full-fig-a` and {numref}`Fig. %s <full-fig-a>` and {numref}`other`"
+
+
+def test_outcomes_tell_what_replicates_from_the_records(tmp_path):
+    """The replication summary names holding and failing claims per profile, and no verdict from one seed or a stale record."""
+    fast = _fixture_record("fast", range(3), {"a": {0, 1, 2}, "b": set(), "c": {0}}, tmp_path)
+    one = _fixture_record("full", [0], {"a": {0}, "b": {0}, "c": {0}}, tmp_path)
+    current = rec.CurrentState("L1", {"ch": "h1"}, {"ch": "A chapter"})
+    md = rec.outcomes_markdown("ch", [one, fast], sc.seed_verdicts([fast, one], current))
+    at_fast, _, at_full = md.partition("- **At `full`**")
+    assert at_fast.index("**At `fast`**, {doc}`3 seeds <records/fast-ch>`") < len(at_fast)  # fast first
+    holds, _, rest = at_fast.partition("**fails**")
+    b, c = 'claim b <span class="fl-id">b</span>', 'claim c <span class="fl-id">c</span>'
+    assert '**holds**: claim a <span class="fl-id">a</span>' in holds and b not in holds
+    assert b in rest.partition("**unstable**")[0] and c in rest.partition("**unstable**")[2]
+    assert (
+        "3 measured on too few seeds for a verdict (a verdict needs 3)" in at_full
+        and "**holds**" not in at_full
+    )
+    # a stale record: no verdict, said once
+    stale = rec.CurrentState("L2", {"ch": "h1"}, {"ch": "A chapter"})
+    md = rec.outcomes_markdown("ch", [fast], sc.seed_verdicts([fast], stale))
+    assert "stale (made at abc1234; library changed)" in md and "**holds**" not in md
+    assert rec.outcomes_markdown("other", [fast], {}).startswith("No run of this chapter is recorded yet")

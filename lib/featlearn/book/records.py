@@ -741,6 +741,71 @@ def profile_widths(n: int) -> list[int]:
     return [first] + [(100 - first) // max(1, n)] * n
 
 
+#: A chapter's Markdown cell holding only this becomes :func:`outcomes_markdown`.
+OUTCOMES_PLACEHOLDER = "<!-- featlearn: outcomes -->"
+#: The order verdict groups are told in: what replicates first, then what does not.
+_OUTCOME_ORDER = ("holds", "fails", "matched by null", "unstable", "too few seeds", "not measured")
+
+
+def outcomes_markdown(
+    chapter: str, records: Sequence[Record], verdicts: Mapping[tuple[str, str], Sequence[Any]]
+) -> str:
+    """What a chapter's records say, profile by profile, in words: its replication summary's outcome.
+
+    Why: a reader opening a chapter wants first what was reproduced and what was not, and at
+    which profile; one seed is not a result, so this is told from the records' across-seed
+    verdicts (``verdicts``: :func:`featlearn.book.scorecard.seed_verdicts`), not from the
+    page's own run. Holding claims are named, then failing, matched-by-null and unstable ones;
+    not-measured claims and claims on too few seeds are counted. A stale record gives no verdict.
+    """
+    rank = {p: i for i, p in enumerate(_PROFILE_ORDER)}
+    recs = sorted(
+        (r for r in records if r.chapter == chapter), key=lambda r: (rank.get(r.profile, 9), r.profile)
+    )
+    if not recs:
+        return "No run of this chapter is recorded yet: the claims below rest on this page's one seed.\n"
+    lines = [
+        "What the recorded runs show, each claim judged across a record's seeds (this page's own "
+        "run, one seed, is in the claim boxes):",
+        "",
+    ]
+    for r in recs:
+        found = {
+            cid: sv
+            for (ch, cid), svs in verdicts.items()
+            if ch == chapter
+            for sv in svs
+            if sv.profile == r.profile
+        }
+        head = f"- **At `{r.profile}`**, {{doc}}`{n_seeds(len(r.seeds))} <{page_name(r)}>`"
+        stale = next((sv.stale for sv in found.values() if sv.stale), "")
+        if stale:
+            lines.append(
+                f"{head}: the record is {_cell(stale)}, so it gives no verdict until it is made again."
+            )
+            continue
+        groups: dict[str, list[str]] = {}
+        for s in r.summary():
+            sv = found.get(s["id"])
+            verdict = sv.verdict if sv is not None else str(s["verdict"])
+            groups.setdefault(verdict, []).append(
+                f'{_cell(s["claim"])} <span class="fl-id">{_cell(s["id"])}</span>'
+            )
+        parts = []
+        for verdict in sorted(groups, key=lambda v: _OUTCOME_ORDER.index(v) if v in _OUTCOME_ORDER else 99):
+            items = groups[verdict]
+            if verdict == "not measured":
+                parts.append(f"{len(items)} not measured at this profile (the box below says why)")
+            elif verdict == "too few seeds":
+                parts.append(
+                    f"{len(items)} measured on too few seeds for a verdict (a verdict needs {MIN_SEEDS})"
+                )
+            else:
+                parts.append(f"**{verdict}**: " + "; ".join(items))
+        lines.append(f"{head}: " + ". ".join(parts) + ".")
+    return "\n".join(lines) + "\n"
+
+
 def profiles_markdown(
     chapter: str,
     records: Sequence[Record],
@@ -972,7 +1037,8 @@ def fill_record_sections(
 ) -> Any:
     """Fill a chapter's Markdown cells from its records, at staging time.
 
-    A cell that is :data:`RECORDS_PLACEHOLDER` becomes :func:`profiles_markdown`; every
+    A cell that is :data:`RECORDS_PLACEHOLDER` becomes :func:`profiles_markdown`, one that is
+    :data:`OUTCOMES_PLACEHOLDER` :func:`outcomes_markdown`; every
     :data:`RECORD_VALUE` quote becomes the number it names (from a ``current`` record only: a
     stale or missing one says so). Captioned figure cells keep only their images
     (:func:`site_figures`). Called on a copy of the executed notebook; returns ``nb``.
@@ -987,6 +1053,8 @@ def fill_record_sections(
             continue
         if cell.get("source", "").strip() == RECORDS_PLACEHOLDER:
             cell["source"] = profiles_markdown(chapter, records, verdicts, defined)
+        elif cell.get("source", "").strip() == OUTCOMES_PLACEHOLDER:
+            cell["source"] = outcomes_markdown(chapter, records, verdicts)
         elif "[[" in cell.get("source", ""):
             cell["source"] = fill_quotes(cell["source"], chapter, records, current)
     return site_figures(nb)
