@@ -698,6 +698,14 @@ def test_prose_quotes_numbers_from_the_records_and_never_a_wrong_one(tmp_path):
     cell["source"] = "[[fast:typo]]"
     with pytest.raises(ValueError, match="has no claim 'typo'; its claims: a, b"):
         rec.fill_record_sections(SimpleNamespace(cells=[cell]), "ch", [fast], {}, (), current)
+    # a page that is no chapter (the intro) names the chapter; lowest and highest seed, signs as minus
+    text = "from [[fast:ch/a:min]] to [[fast:ch/a:max]] (mean [[fast:ch/a]])"
+    assert rec.fill_quotes(text, None, [fast], current) == "from 0 to 2 (mean 1)"
+    neg = _fixture_record("fast", [0], {"a": {0}}, tmp_path)
+    neg.by_seed[0][0] = dataclasses.replace(neg.by_seed[0][0], value=-1.7)
+    assert rec.fill_quotes("[[fast:ch/a]]", None, [neg], current) == "−1.7"
+    with pytest.raises(ValueError, match="names no chapter"):
+        rec.fill_quotes("[[fast:a]]", None, [fast], current)
 
 
 def test_a_captioned_figure_cell_keeps_only_its_images_and_record_pages_rename_labels():

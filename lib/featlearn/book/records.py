@@ -945,22 +945,35 @@ def profile_comparison_markdown(
     return "\n".join(lines).rstrip() + "\n"
 
 
-#: A number from a record in a chapter's prose: ``[[full:claim-id]]`` (the claim's mean value
-#: across the record's seeds), ``[[full:claim-id:q95]]`` (its null's mean 95th percentile) or
-#: ``[[fast:claim-id:holds]]`` ("4/5"). Prose that discusses a record quotes it this way, so
-#: that its numbers come from the record, never typed.
-RECORD_VALUE = re.compile(r"\[\[([a-z]+):([A-Za-z0-9_.-]+)(?::(value|q95|holds))?\]\]")
+#: A number from a record in prose: ``[[full:claim-id]]`` (the claim's mean value across the
+#: record's seeds), ``[[full:claim-id:q95]]`` (its null's mean 95th percentile),
+#: ``[[fast:claim-id:min]]`` / ``:max`` (the lowest / highest seed) or ``[[fast:claim-id:holds]]``
+#: ("4/5"). A page that is not the claim's chapter (the intro) names it:
+#: ``[[fast:convrfm/star]]``. Prose that discusses a record quotes it this way, so that its
+#: numbers come from the record, never typed.
+RECORD_VALUE = re.compile(r"\[\[([a-z]+):(?:([a-z_]+)/)?([A-Za-z0-9_.-]+)(?::(value|q95|holds|min|max))?\]\]")
 
 
-def fill_quotes(text: str, chapter: str, records: Sequence[Record], current: CurrentState | None) -> str:
-    """``text`` with every :data:`RECORD_VALUE` quote replaced by the number it names."""
+def fill_quotes(
+    text: str, chapter: str | None, records: Sequence[Record], current: CurrentState | None
+) -> str:
+    """``text`` with every :data:`RECORD_VALUE` quote replaced by the number it names.
+
+    ``chapter``: the page's own chapter, which quotes without a chapter name refer to (None
+    for a page that is no chapter: then every quote must name one).
+    """
     return RECORD_VALUE.sub(lambda m: _record_value(m, chapter, records, current), text)
 
 
 def _record_value(
-    match: re.Match[str], chapter: str, records: Sequence[Record], current: CurrentState | None
+    match: re.Match[str], chapter: str | None, records: Sequence[Record], current: CurrentState | None
 ) -> str:
-    profile, cid, field_ = match.group(1), match.group(2), match.group(3) or "value"
+    profile, named, cid, field_ = match.group(1), match.group(2), match.group(3), match.group(4) or "value"
+    chapter = named or chapter
+    if chapter is None:
+        raise ValueError(
+            f"{match.group(0)} names no chapter; outside a chapter write [[{profile}:<chapter>/{cid}]]"
+        )
     rec = next((r for r in records if r.chapter == chapter and r.profile == profile), None)
     if rec is None:
         return f"(no `{profile}` record)"
@@ -969,7 +982,7 @@ def _record_value(
     found = [c for c in rec.claims if c.id == cid]
     if not found:
         raise ValueError(
-            f"chapter {chapter!r} quotes {match.group(0)}, but its {profile} record has no claim {cid!r}; "
+            f"{match.group(0)} quotes the {profile} record of {chapter!r}, which has no claim {cid!r}; "
             f"its claims: {', '.join(dict.fromkeys(c.id for c in rec.claims))}"
         )
     if field_ == "holds":
@@ -979,7 +992,10 @@ def _record_value(
     else:
         nums = _numbers(found)
     nums = [x for x in nums if math.isfinite(x)]
-    return f"{statistics.fmean(nums):.3g}" if nums else "—"
+    if not nums:
+        return "—"
+    x = {"min": min, "max": max}.get(field_, statistics.fmean)(nums)
+    return f"{x:.3g}".replace("-", "−")
 
 
 def site_figures(nb: Any, label_prefix: str = "") -> Any:

@@ -709,10 +709,13 @@ def _write_scorecard(
     )
     (stage / "book" / "scorecard.md").write_text(scorecard, encoding="utf-8")
     summary = _scorecard.replication_summary_markdown(titles, across)
-    for page in (stage / "book").glob("*.md"):  # the intro's "what replicates" table
+    for page in (stage / "book").glob("*.md"):  # the intro: "what replicates" table, record quotes
         text = page.read_text(encoding="utf-8")
-        if _scorecard.SUMMARY_PLACEHOLDER in text:
-            page.write_text(text.replace(_scorecard.SUMMARY_PLACEHOLDER, summary), encoding="utf-8")
+        filled = _records.fill_quotes(
+            text.replace(_scorecard.SUMMARY_PLACEHOLDER, summary), None, recs, current
+        )
+        if filled != text:
+            page.write_text(filled, encoding="utf-8")
     _records.add_toc_entries(stage / "_toc.yml", _records.stage_record_pages(recs, stage, current))
 
 
