@@ -38,16 +38,12 @@ __all__ = ["PRESENTATION_TAG", "classify_cells", "presentation_cells"]
 PRESENTATION_TAG = "hide-input"
 
 _DRAWING_ROOTS = frozenset({"plt", "sns", "plots", "np", "pd", "torch", "math", "display", "Markdown", "mpl"})
+#: Builtins a presentation cell may call: not those that run code they are handed (``map``,
+#: ``filter``, ``getattr(model, "train")()``...) or change state.
 _BUILTINS = frozenset(dir(builtins)) - {
-    "exec",
-    "eval",
-    "setattr",
-    "delattr",
-    "globals",
-    "vars",
-    "open",
-    "input",
-}
+    "exec", "eval", "compile", "__import__", "setattr", "delattr", "getattr", "globals", "locals", "vars",
+    "open", "input", "breakpoint", "map", "filter", "iter", "next", "super", "memoryview",
+}  # fmt: skip
 _RANDOM = re.compile(
     r"rand|seed|bernoulli|multinomial|shuffle|sample|generator|^(normal|uniform|exponential|geometric|cauchy"
     r"|log_normal|poisson|gen|rng)_?$",
@@ -140,6 +136,14 @@ def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
     fresh = _fresh_names(tree)
     scoped = _scoped_names(tree)
     bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    # a plain call may call a lambda the cell wrote, never a name that may alias a model
+    lambdas = {
+        t.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Lambda)
+        for t in n.targets
+        if isinstance(t, ast.Name)
+    }
     for node in ast.walk(tree):
         line = getattr(node, "lineno", 0)
         if isinstance(node, (ast.Import, ast.ImportFrom)) and _draws(node):
@@ -169,7 +173,7 @@ def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
                 return f"line {line}: inplace=/out="
             root = _root(node.func)
             if isinstance(node.func, ast.Name):  # a plain call: a builtin, or a name of this cell
-                if node.func.id not in _BUILTINS | _DRAWING_ROOTS | (bound - chapter_names) | scoped:
+                if node.func.id not in _BUILTINS | _DRAWING_ROOTS | (lambdas - chapter_names) | scoped:
                     return f"line {line}: calls {node.func.id}"
                 continue
             method = node.func.attr if isinstance(node.func, ast.Attribute) else ""
