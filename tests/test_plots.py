@@ -116,7 +116,7 @@ CASES: dict[str, Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]] = {
         {"panel": "net", "value_columns": {"trained": "trained"}, "title": "The networks trained here"},
     ),
 }
-NOT_DRAWING = {"BOOK_STYLE", "COLUMN_INCHES", "MIN_DISPLAY_PT", "use_book_style", "small_text"}
+NOT_DRAWING = {"BOOK_STYLE", "COLUMN_PX", "MIN_DISPLAY_PT", "use_book_style", "small_text"}
 
 
 def test_every_drawing_function_has_a_case():
@@ -176,13 +176,13 @@ def test_figure_text_readable_at_column_width(name):
 
 def test_small_text_finds_what_a_reader_cannot_read():
     """The readability check itself: 8 pt text, or 11 pt text on a 16-in figure, is too small."""
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(6, 3), dpi=96)  # shown at its own size: points are points
     ax.set_title("fine")
     ax.set_xlabel("tiny", fontsize=8)
     assert plots.small_text(fig) == ["'tiny' at 8.0 pt"]
-    wide, ax = plt.subplots(figsize=(16, 3))
+    wide, ax = plt.subplots(figsize=(16, 3), dpi=100)  # 1600 px shown in 688: 43 %
     ax.set_title("title", fontsize=11)
-    assert "'title' at 5.0 pt" in plots.small_text(wide)
+    assert "'title' at 4.9 pt" in plots.small_text(wide)
 
 
 def test_plots_imports_no_science_module():

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 __all__ = [
     "BOOK_STYLE",
-    "COLUMN_INCHES",
+    "COLUMN_PX",
     "MIN_DISPLAY_PT",
     "use_book_style",
     "small_text",
@@ -33,9 +33,9 @@ __all__ = [
 ]
 
 
-#: Width of the book's text column in inches (688 px at 96 px per inch): a wider figure is
-#: shrunk to it, and its text with it.
-COLUMN_INCHES = 7.2
+#: Width of the book's text column in CSS pixels (1/96 in): a wider image is shrunk to it,
+#: and its text with it.
+COLUMN_PX = 688
 #: The smallest text a reader should meet on the page, in points at displayed size.
 MIN_DISPLAY_PT = 9.0
 #: A colour-blind-safe cycle (Okabe & Ito), in matplotlib's order of roles: C7 stays grey.
@@ -53,15 +53,16 @@ _PALETTE = [
 ]
 
 #: The book's matplotlib settings: text that stays at least :data:`MIN_DISPLAY_PT` on the page
-#: for figures up to 8 in wide, light grids, no top or right spines.
+#: for figures up to 8 in wide at 100 dpi (shown at 688 / 800 of their size), light grids, no
+#: top or right spines.
 BOOK_STYLE: dict[str, Any] = {
     "font.size": 11.0,
     "axes.titlesize": 11.0,
     "axes.labelsize": 11.0,
-    "xtick.labelsize": 10.0,
-    "ytick.labelsize": 10.0,
-    "legend.fontsize": 10.0,
-    "legend.title_fontsize": 10.0,
+    "xtick.labelsize": 10.5,
+    "ytick.labelsize": 10.5,
+    "legend.fontsize": 10.5,
+    "legend.title_fontsize": 10.5,
     "figure.titlesize": 12.0,
     "axes.prop_cycle": mpl.rcsetup.cycler(color=_PALETTE),
     "axes.spines.top": False,
@@ -79,19 +80,20 @@ def use_book_style() -> None:
     mpl.style.use(BOOK_STYLE)
 
 
-def small_text(
-    fig: plt.Figure, *, column_inches: float = COLUMN_INCHES, min_pt: float = MIN_DISPLAY_PT
-) -> list[str]:
+def small_text(fig: plt.Figure, *, column_px: int = COLUMN_PX, min_pt: float = MIN_DISPLAY_PT) -> list[str]:
     """The texts of ``fig`` that a reader would see smaller than ``min_pt`` on the page.
 
-    A figure wider than the column is shrunk to it, so a text of size ``s`` displays at
-    ``s * min(1, column_inches / width)``. Returns ``"'label' at 7.3 pt"`` per such text
-    (visible, non-empty ones only; tick labels included): empty when the figure reads well.
+    The figure is saved at its dpi and shown at one image pixel per CSS pixel (1/96 in),
+    shrunk to ``column_px`` if wider; so a text of size ``s`` displays at
+    ``s * dpi / 96 * min(1, column_px / (width * dpi))``. Returns ``"'label' at 7.3 pt"``
+    per such text (visible, non-empty ones only; tick labels included): empty when the
+    figure reads well.
     """
     from matplotlib.text import Text
 
     fig.canvas.draw()  # tick labels exist only once drawn
-    scale = min(1.0, column_inches / fig.get_figwidth())
+    dpi = float(fig.dpi)
+    scale = dpi / 96 * min(1.0, column_px / (fig.get_figwidth() * dpi))
     out = []
     for t in fig.findobj(Text):
         size = float(t.get_fontsize()) * scale
