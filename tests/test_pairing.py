@@ -55,3 +55,22 @@ def test_sync_sets_colab_cell_from_config(tmp_path):
     ch = read_chapter(book / "book" / "fixture.md")
     cell = [c for c in ch.notebook.cells if c.cell_type == "code"][1]
     assert cell.source.startswith(COLAB_MARKER) and "git+https://github.com/someone/else" in cell.source
+
+
+def test_format_reaches_cells_with_yaml_options(tmp_path):
+    """A captioned figure cell (options in a --- block) is formatted, its options left alone."""
+    from featlearn.book import pairing
+
+    book = tmp_path / "book"
+    book.mkdir()
+    src = (FIXTURE_BOOK / "book" / "fixture.md").read_text(encoding="utf-8")
+    cell = (
+        '\n```{code-cell} ipython3\n---\nmystnb:\n  figure:\n    caption: "A caption: with a colon"\n'
+        "    name: fig-x\ntags: [hide-input]\n---\n\nx = {'a':1}\n```\n"
+    )
+    (book / "fixture.md").write_text(src + cell, encoding="utf-8")
+    assert pairing.format_chapters(tmp_path) == [book / "fixture.md"]
+    out = (book / "fixture.md").read_text(encoding="utf-8")
+    assert (
+        'tags: [hide-input]\n---\n\nx = {"a": 1}\n```' in out and 'caption: "A caption: with a colon"' in out
+    )

@@ -121,7 +121,11 @@ def sync_book(root: Path) -> list[Path]:
     return written
 
 
-_CODE_CELL = re.compile(r"(```\{code-cell\}[^\n]*\n)((?::[^\n]*\n)*\n?)(.*?)(\n```)", re.S)
+#: A code cell of a MyST chapter: its fence, its options (``:tags: ...`` lines or a ``---`` YAML
+#: block, e.g. a figure's caption), its code and its closing fence.
+_CODE_CELL = re.compile(
+    r"(```\{code-cell\}[^\n]*\n)((?:---\n(?:(?!---\n)[^\n]*\n)*---\n|(?::[^\n]*\n)*)\n?)(.*?)(\n```)", re.S
+)
 
 
 def _ruff_format(code: str, filename: Path) -> str:
