@@ -41,7 +41,6 @@ SAFE = {
     "a copy it mutates": "long = df.melt(id_vars=['a'])\nlong['value'] = long['value'] * 2\nfig, axes = plt.subplots(1, 2)\nfor ax in axes:\n    ax.hist(long.value)\nplt.close(fig)",
     "a loop over axes": "fig, axes = plt.subplots(1, 2)\nfor ax, col in zip(axes, df.columns):\n    ax.plot(df[col].to_numpy())\n    ax.set_title(col)\nplt.close(fig)",
     "a comprehension": "labels = [f'{c}!' for c in df.columns]\nprint(labels, df.round(1))",
-    "a list it builds": "shown = [(c, df[c]) for c in df.columns]\nshown.append(('w', w))\nprint(len(shown))",
     "a lambda it wrote": "pct = lambda v: f'{100 * v:.0f}%'\nprint(pct(0.5), sorted(df.a))",
     "the book style": "from featlearn import plots\nimport seaborn as sns\n\nplots.use_book_style()",
     "tensor maths": "lim = w.abs().max().item()\nprint(torch.argsort(w), np.log(lim + 1))",

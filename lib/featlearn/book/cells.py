@@ -23,6 +23,10 @@ change nothing a later computation reads:
 
 A cell that fails any of these counts as computation, and so does anything it cannot
 parse. The rule errs only towards staleness.
+
+Changing the rule changes which cells existing records were hashed without: after an edit
+here, check that every committed record is still current (``records.current_state``), or move
+them with ``scripts/rehash_records.py``-style evidence, never by rerunning the hash alone.
 """
 
 from __future__ import annotations
@@ -69,19 +73,6 @@ def _root(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _receiver(node: ast.AST) -> str | None:
-    """The name whose object ``x[k] = ...``, ``x.a = ...`` or ``x.append(...)`` changes, if it is a plain name.
-
-    ``x[0].append(...)`` or ``x.a.b = ...`` change an object reached through ``x``, which may
-    belong to an earlier cell even when ``x`` is fresh: None then.
-    """
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.value, ast.Name):
-        return node.value.id
-    return None
-
-
 def _module_path(node: ast.AST) -> list[str] | None:
     """``["torch", "set_num_threads"]`` for ``torch.set_num_threads``; None unless names and attributes only."""
     parts = []
@@ -104,18 +95,20 @@ def _scoped_names(tree: ast.AST) -> set[str]:
 
 
 def _fresh_names(tree: ast.Module) -> set[str]:
-    """Names the cell binds to a new object: a call's result, a constant, a new container.
+    """Names the cell binds to a new object: a call's result, a constant, or a literal of constants.
 
-    ``x = outer`` or ``x = outer[mask]`` may alias an object of an earlier cell, so mutating
-    ``x`` afterwards could mutate it: such names are not fresh. ``x = [outer]`` is a fresh
-    list whose element is not: :func:`_receiver` lets the cell change ``x``, not ``x[0]``.
+    ``x = outer``, ``x = outer[mask]`` or ``x = [outer]`` may alias an object of an earlier
+    cell, so mutating ``x`` afterwards could mutate it: such names are not fresh.
     """
 
     def new(v: ast.AST) -> bool:
-        # a container literal or comprehension is a new container, though its elements may be
-        # earlier cells' objects: only the container itself may be changed (see _receiver)
-        containers = (ast.List, ast.Tuple, ast.Set, ast.Dict, ast.ListComp, ast.SetComp, ast.DictComp)
-        return isinstance(v, (ast.Call, ast.Constant, ast.JoinedStr, ast.BinOp, *containers))
+        if isinstance(v, (ast.Call, ast.Constant, ast.JoinedStr, ast.BinOp)):
+            return True
+        if isinstance(v, (ast.List, ast.Tuple, ast.Set)):
+            return all(isinstance(e, ast.Constant) for e in v.elts)
+        if isinstance(v, ast.Dict):
+            return all(isinstance(e, ast.Constant) for e in [*v.keys, *v.values] if e is not None)
+        return False
 
     fresh: set[str] = set()
     for node in ast.walk(tree):
@@ -177,7 +170,7 @@ def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
                 else [t]
             )
             for sub in parts:
-                if isinstance(sub, (ast.Attribute, ast.Subscript, ast.Name)) and _receiver(sub) not in fresh:
+                if isinstance(sub, (ast.Attribute, ast.Subscript, ast.Name)) and _root(sub) not in fresh:
                     return f"line {line}: assigns into {_root(sub)}, which it did not create"
         if isinstance(node, ast.Call):
             if any(k.arg in {"inplace", "out"} for k in node.keywords):
@@ -196,7 +189,7 @@ def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
                 and any(_GLOBAL_STATE.match(p) for p in path[1:])
             ):
                 return f"line {line}: {'.'.join(path)} (global state)"
-            if mutates and _receiver(node.func) not in fresh:
+            if mutates and root not in fresh:
                 return f"line {line}: {root}.{method}() on an object it did not create"
             if (
                 root in chapter_names - _DRAWING_ROOTS - bound
