@@ -788,9 +788,7 @@ def outcomes_markdown(
         for s in r.summary():
             sv = found.get(s["id"])
             verdict = sv.verdict if sv is not None else str(s["verdict"])
-            groups.setdefault(verdict, []).append(
-                f'{_cell(s["claim"])} <span class="fl-id">{_cell(s["id"])}</span>'
-            )
+            groups.setdefault(verdict, []).append(f"{_cell(s['claim'])} (`{s['id']}`)")
         parts = []
         for verdict in sorted(groups, key=lambda v: _OUTCOME_ORDER.index(v) if v in _OUTCOME_ORDER else 99):
             items = groups[verdict]
