@@ -50,7 +50,7 @@ UNSAFE = {
     "an alias it mutates": "d = df\nd['a'] = 0.0",
     "an element of its own list": "x = [items]\nx[0].append(3)",
     "an element it assigns into": "x = [df]\nx[0]['a'] = 0.0",
-    "inplace=": "df.sort_values('a', inplace=True)",
+    "inplace=": "torch.nn.functional.hardtanh(w, -0.5, 0.5, inplace=True)",
     "a list append": "items.append(3)",
     "an in-place tensor op": "w.mul_(2)",
     "a model's mode": "model.eval()",
