@@ -37,6 +37,7 @@ from featlearn.book.sweep import (
     claim_from,
     seed_verdict,
     text_hash,
+    text_hashes,
 )
 from featlearn.claims import Claim
 
@@ -145,9 +146,12 @@ def current_state(chapters: Iterable[Any], library_hash: str | None = None) -> C
     libs_drawn: dict[str, str] = {}
     for c in chs:
         text = c.path.read_text(encoding="utf-8")
-        hashes[c.name] = text_hash(text, presentation=True)
-        hashes.update({f"{c.name}@{p}": text_hash(text, p, presentation=True) for p in c.profiles})
-        hashes.update({f"{c.name}@{p}/computation": text_hash(text, p) for p in c.profiles})
+        every = text_hashes(text, [None, *c.profiles], presentation=True)
+        hashes[c.name] = every[None]
+        hashes.update({f"{c.name}@{p}": every[p] for p in c.profiles})
+        hashes.update(
+            {f"{c.name}@{p}/computation": h for p, h in text_hashes(text, list(c.profiles)).items()}
+        )
         libs[c.name] = library_hash or _library_hash(chapter=text)
         libs_drawn[c.name] = library_hash or _library_hash(chapter=text, presentation=True)
     return CurrentState(

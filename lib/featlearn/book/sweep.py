@@ -54,6 +54,7 @@ __all__ = [
     "parse_seeds",
     "parse_grid",
     "text_hash",
+    "text_hashes",
     "point_key",
     "plan_points",
     "connect",
@@ -201,6 +202,17 @@ def text_hash(text: str, profile: str | None = None, *, presentation: bool = Fal
     e.g. ``full``, keeps a ``fast`` record current); without it, every profile counts. A
     text that jupytext cannot read is hashed whole.
     """
+    return text_hashes(text, [profile], presentation=presentation)[profile]
+
+
+def text_hashes(
+    text: str, profiles: Sequence[str | None], *, presentation: bool = False
+) -> dict[str | None, str]:
+    """:func:`text_hash` of ``text`` for each of ``profiles``, from one parse of the chapter.
+
+    Why: parsing a chapter and classifying its cells costs far more than hashing, and the
+    record checks want every profile's hash of every chapter.
+    """
     import jupytext
 
     from featlearn.book.cells import presentation_cells
@@ -208,17 +220,21 @@ def text_hash(text: str, profile: str | None = None, *, presentation: bool = Fal
     try:
         nb = jupytext.reads(text, fmt="md:myst")
     except Exception:  # not a chapter: hash the text itself
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        whole = hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return dict.fromkeys(profiles, whole)
     cells = [c for c in nb.cells if c.cell_type == "code"]
     tags = [sorted(c.metadata.get("tags", [])) for c in cells]
     drawn = set() if presentation else presentation_cells([c.source for c in cells], tags)
     code = [[c.source, t] for i, (c, t) in enumerate(zip(cells, tags)) if i not in drawn]
-    meta = dict(nb.metadata.get("featlearn", {}))
-    if profile is not None:
-        profiles = meta.pop("profiles", {}) or {}
-        meta["profile"] = [profile, profiles.get(profile)]
-    blob = json.dumps([code, meta], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    out: dict[str | None, str] = {}
+    for profile in profiles:
+        meta = dict(nb.metadata.get("featlearn", {}))
+        if profile is not None:
+            every = meta.pop("profiles", {}) or {}
+            meta["profile"] = [profile, every.get(profile)]
+        blob = json.dumps([code, meta], sort_keys=True, default=str)
+        out[profile] = hashlib.sha256(blob.encode("utf-8")).hexdigest()
+    return out
 
 
 def point_key(chapter_text: str, params: Mapping[str, Any], profile: str, library_hash: str) -> str:
