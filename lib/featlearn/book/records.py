@@ -735,6 +735,11 @@ RECORDS_PLACEHOLDER = "<!-- featlearn: recorded profiles -->"
 _PROFILE_ORDER = ("fast", "full", "paper")
 
 
+def _profile_rank(profile: str) -> tuple[int, str]:
+    """Sort key: :data:`_PROFILE_ORDER` first, then any other profile alphabetically."""
+    return (_PROFILE_ORDER.index(profile) if profile in _PROFILE_ORDER else len(_PROFILE_ORDER), profile)
+
+
 def profile_widths(n: int) -> list[int]:
     """Column widths (%) of :func:`profiles_markdown`'s table: the claim, then ``n`` profiles.
 
@@ -762,10 +767,7 @@ def outcomes_markdown(
     page's own run. Holding claims are named, then failing, matched-by-null and unstable ones;
     not-measured claims and claims on too few seeds are counted. A stale record gives no verdict.
     """
-    rank = {p: i for i, p in enumerate(_PROFILE_ORDER)}
-    recs = sorted(
-        (r for r in records if r.chapter == chapter), key=lambda r: (rank.get(r.profile, 9), r.profile)
-    )
+    recs = sorted((r for r in records if r.chapter == chapter), key=lambda r: _profile_rank(r.profile))
     if not recs:
         return "No run of this chapter is recorded yet: the claims below rest on this page's one seed.\n"
     lines = [
@@ -823,8 +825,7 @@ def profiles_markdown(
     profiles) without a record is named, with the command that records it.
     """
     recs = [r for r in records if r.chapter == chapter]
-    rank = {p: i for i, p in enumerate(_PROFILE_ORDER)}
-    profiles = sorted({r.profile for r in recs}, key=lambda p: (rank.get(p, len(rank)), p))
+    profiles = sorted({r.profile for r in recs}, key=_profile_rank)
     lines: list[str] = []
     if recs:
         links = ", ".join(f"{{doc}}`{r.profile} <{page_name(r)}>`" for r in recs)
