@@ -66,6 +66,13 @@ _MUTATING = frozenset(
 )  # fmt: skip
 
 
+def _names(node: ast.AST | None, ctx: type) -> set[str]:
+    """The names under ``node`` used in context ``ctx`` (``ast.Load`` read, ``ast.Store`` bound)."""
+    if node is None:
+        return set()
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
+
+
 def _root(node: ast.AST) -> str | None:
     """The name at the bottom of ``a.b[c].d(...)``, or None (a literal, a call's result...)."""
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call, ast.Starred)):
@@ -114,9 +121,7 @@ def _fresh_names(tree: ast.Module) -> set[str]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Assign) and new(node.value):
             for t in node.targets:  # x[k] = 1 makes nothing fresh: x is read, not bound
-                fresh |= {
-                    n.id for n in ast.walk(t) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
-                }
+                fresh |= _names(t, ast.Store)
     return fresh
 
 
@@ -139,7 +144,7 @@ def _why_computation(tree: ast.Module, chapter_names: set[str]) -> str | None:
     """Why the cell may change what later cells compute, or None when it only draws."""
     fresh = _fresh_names(tree)
     scoped = _scoped_names(tree)
-    bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    bound = _names(tree, ast.Store)
     # a plain call may call a lambda the cell wrote, never a name that may alias a model
     lambdas = {
         t.id
@@ -237,38 +242,31 @@ def _free_loads(tree: ast.Module | None) -> set[str]:
     bound: set[str] = set()
     free: set[str] = set()
 
-    def names(node: ast.AST | None, ctx: type) -> set[str]:
-        if node is None:
-            return set()
-        return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
-
     def block(stmts: list[ast.stmt]) -> None:
         nonlocal free
         for stmt in stmts:
             if isinstance(stmt, ast.For):
-                free |= names(stmt.iter, ast.Load) - bound
-                bound.update(names(stmt.target, ast.Store))
+                free |= _names(stmt.iter, ast.Load) - bound
+                bound.update(_names(stmt.target, ast.Store))
                 block(stmt.body + stmt.orelse)
             elif isinstance(stmt, (ast.If, ast.While)):
-                free |= names(stmt.test, ast.Load) - bound
+                free |= _names(stmt.test, ast.Load) - bound
                 block(stmt.body + stmt.orelse)
             elif isinstance(stmt, ast.With):
                 for item in stmt.items:
-                    free |= names(item.context_expr, ast.Load) - bound
-                    bound.update(names(item.optional_vars, ast.Store))
+                    free |= _names(item.context_expr, ast.Load) - bound
+                    bound.update(_names(item.optional_vars, ast.Store))
                 block(stmt.body)
             else:  # a comprehension's or lambda's own variables are not read from outside
-                free |= names(stmt, ast.Load) - bound - _scoped_names(stmt)
-                bound.update(names(stmt, ast.Store) - _scoped_names(stmt))
+                free |= _names(stmt, ast.Load) - bound - _scoped_names(stmt)
+                bound.update(_names(stmt, ast.Store) - _scoped_names(stmt))
 
     block(tree.body)
     return free
 
 
-def _stores(tree: ast.Module) -> set[str]:
-    return {
-        n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)
-    } - _scoped_names(tree)
+def _stores(tree: ast.Module | None) -> set[str]:
+    return _names(tree, ast.Store) - (_scoped_names(tree) if tree is not None else set())
 
 
 def classify_cells(sources: Sequence[str], tags: Sequence[Sequence[str]]) -> list[str | None]:
@@ -298,6 +296,8 @@ def classify_cells(sources: Sequence[str], tags: Sequence[Sequence[str]]) -> lis
         else:
             why.append(_why_computation(tree, imported))
     # a cell whose names a later computation reads is computation itself; repeat until stable
+    binds = [_stores(tree) for tree in trees]
+    reads = [_free_loads(tree) for tree in trees]
     changed = True
     while changed:
         changed = False
@@ -305,7 +305,7 @@ def classify_cells(sources: Sequence[str], tags: Sequence[Sequence[str]]) -> lis
             if why[i] is not None or tree is None:
                 continue
             for j in range(i + 1, len(trees)):
-                shared = _stores(tree) & _free_loads(trees[j]) if why[j] is not None else set()
+                shared = binds[i] & reads[j] if why[j] is not None else set()
                 if shared:
                     why[i] = f"binds {', '.join(sorted(shared))}, read by code cell {j}"
                     changed = True
