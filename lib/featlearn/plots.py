@@ -108,10 +108,18 @@ def _fit(width: float, height: float, max_width: float = 8.0) -> tuple[float, fl
     return width * k, height * k
 
 
-def _grid(n: int, ncols: int = 2) -> tuple[int, int]:
-    """Rows and columns for ``n`` panels, at most ``ncols`` a row (two keep text readable)."""
+def _panels(
+    n: int, width: float, height: float, *, ncols: int = 2, below: float = 0.0, **kw: Any
+) -> tuple[plt.Figure, list[plt.Axes]]:
+    """A figure of ``n`` panels of ``width`` × ``height`` in, at most ``ncols`` a row (two keep text
+    readable), ``below`` in of room under them; the grid's unused cells hidden. Returns the
+    figure and the ``n`` panels in reading order."""
     cols = max(1, min(ncols, n))
-    return -(-n // cols), cols
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows + below), squeeze=False, **kw)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
 
 
 def filter_grid(vectors: torch.Tensor, c_in: int, q: int) -> np.ndarray:
@@ -213,12 +221,9 @@ def plot_layer_correlations(
     import seaborn as sns
 
     panels = list(dict.fromkeys(frame[panel]))
-    nrows, ncols = _grid(len(panels))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.4 * nrows), squeeze=False, sharey=True)
-    last = axes.flat[len(panels) - 1]
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    for ax, p in zip(axes.flat, panels):
+    fig, axes = _panels(len(panels), 4.0, 3.4, sharey=True)
+    last = axes[-1]
+    for ax, p in zip(axes, panels):
         sub = frame[frame[panel] == p]
         sns.lineplot(
             data=sub,
@@ -377,14 +382,9 @@ def plot_metric_nulls(
     if not 1 <= len(panels) <= 3:
         raise ValueError(f"plot_metric_nulls draws 1 to 3 panels, got {len(panels)}")
     n_rows = max(len(rows) for rows in panels.values())
-    nrows, ncols = _grid(len(panels))
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.0 * ncols, (0.55 * n_rows + 1.6) * nrows), squeeze=False
-    )
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
+    fig, axes = _panels(len(panels), 4.0, 0.55 * n_rows + 1.6)
     rng = np.random.default_rng(0)  # jitter only: a generator of its own, the global ones untouched
-    for ax, (name, rows) in zip(axes.flat, panels.items()):
+    for ax, (name, rows) in zip(axes, panels.items()):
         labels = list(rows)
         for i, label in enumerate(labels):
             y = len(labels) - 1 - i
@@ -429,11 +429,8 @@ def plot_learning_curve(curves: Mapping[str, Any], *, title: str = "") -> plt.Fi
     """
     if not 1 <= len(curves) <= 3:
         raise ValueError(f"plot_learning_curve draws 1 to 3 panels, got {len(curves)}")
-    nrows, ncols = _grid(len(curves))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 3.6 * nrows), squeeze=False)
-    for ax in list(axes.flat)[len(curves) :]:
-        ax.set_visible(False)
-    for ax, (name, frame) in zip(axes.flat, curves.items()):
+    fig, axes = _panels(len(curves), 4.0, 3.6)
+    for ax, (name, frame) in zip(axes, curves.items()):
         styles = [("fixed CNTK", "C7", "s", "-"), ("ConvRFM", "C0", "o", "-")]
         if "last metric" in frame:
             styles.append(("last metric", "C1", "^", "--"))
@@ -497,13 +494,11 @@ def plot_cnfa_nulls(
     if not panels:
         raise ValueError("values is empty: nothing to draw")
     kinds = list(dict.fromkeys(nulls["null"]))
-    ncols = max(1, min(ncols, len(panels)))
-    nrows = -(-len(panels) // ncols)
     legend = 0.25 * -(-(len(kinds) + len(value_columns)) // 2) + 0.3  # inches under the panels
-    height = 3.6 * nrows + legend
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, height), squeeze=False, sharey=True)
+    fig, axes = _panels(len(panels), 4.0, 3.6, ncols=ncols, below=legend, sharey=True)
+    height = fig.get_figheight()
     width = 0.6 / max(1, len(kinds))
-    for ax, p in zip(axes.flat, panels):
+    for ax, p in zip(axes, panels):
         vals = values[values[panel] == p]
         names = list(vals[layer])
         x = np.arange(len(names))
@@ -525,9 +520,7 @@ def plot_cnfa_nulls(
         ax.set_ylabel(ylabel)
         ax.axhline(0.9, color="grey", lw=0.8, ls=":")
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False)
     if title:
         fig.suptitle(title)
